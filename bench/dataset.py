@@ -1,0 +1,213 @@
+"""Cached datasets: simulate once, keep in HDF5, load onto a device once.
+
+The cache file is ``datasets/cache/{name}-{key}.h5`` where *key* hashes the spec,
+the GalSim version and the file-format version. A file whose key, completeness
+flag or checksums do not match is regenerated, never silently used. Files are
+written to a temporary name and renamed, so an interrupted run leaves no
+half-written cache behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BenchValueError, unknown_name
+from .spec import DATASETS_DIR, DatasetSpec, load_spec
+
+FORMAT_VERSION = 1
+CACHE_DIR = DATASETS_DIR / "cache"
+DEVICES = ("cpu", "cuda")
+FRAMEWORKS = ("numpy", "torch", "jax", "cupy")
+
+
+def cache_key(spec: DatasetSpec) -> str:
+    import galsim
+    return spec.digest(extra=f"galsim={galsim.__version__};format={FORMAT_VERSION}")
+
+
+def _checksum(arr: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(arr).view(np.uint8)).hexdigest()
+
+
+def cache_path(spec: DatasetSpec, cache_dir: Path | None = None) -> Path:
+    return Path(cache_dir or CACHE_DIR) / f"{spec.name}-{cache_key(spec)}.h5"
+
+
+def _valid_cache(path: Path, key: str, verify: bool) -> bool:
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("key") != key or not f.attrs.get("complete", False):
+                return False
+            sums = json.loads(f.attrs["checksums"])
+            if set(sums) - set(f.keys()):
+                return False
+            if verify:
+                return all(_checksum(f[k][...]) == v for k, v in sums.items())
+            return True
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def build_cache(spec: DatasetSpec, *, cache_dir: Path | None = None, workers: int | None = None,
+                progress: bool = True) -> Path:
+    """Simulate *spec* into its HDF5 cache file (chunked, one chunk per 256 samples)."""
+    import galsim
+    import h5py
+    from .simulate import ARRAYS, simulate
+
+    path = cache_path(spec, cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    N, B, n = spec.n_samples, len(spec.bands), spec.stamp_size
+    hashes = {k: hashlib.sha256() for k in ARRAYS}
+    with h5py.File(tmp, "w") as f:
+        dsets = {}
+
+        def sink(start, res):
+            for k, arr in res.items():
+                if k not in dsets:
+                    shape = (N,) + arr.shape[1:]
+                    chunks = (min(256, N),) + arr.shape[1:]
+                    dsets[k] = f.create_dataset(k, shape=shape, dtype=arr.dtype, chunks=chunks)
+                dsets[k][start:start + len(arr)] = arr
+                hashes[k].update(np.ascontiguousarray(arr).view(np.uint8))
+
+        simulate(spec, workers=workers, progress=progress, sink=sink)
+        f.attrs["key"] = cache_key(spec)
+        f.attrs["spec"] = json.dumps(spec.to_dict(), default=list)
+        f.attrs["galsim_version"] = galsim.__version__
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["checksums"] = json.dumps({k: h.hexdigest() for k, h in hashes.items()})
+        f.attrs["layout"] = f"samples x bands({','.join(spec.bands)}) x {n} x {n}"
+        f.attrs["complete"] = True
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset: arrays on one device, handed to frameworks without copies.
+
+    Attributes
+    ----------
+    spec : DatasetSpec
+    arrays : dict of str to array
+        NumPy arrays on ``cpu``; CuPy arrays on ``cuda``.
+    device : str
+    path : Path or None
+    """
+
+    spec: DatasetSpec
+    arrays: dict
+    device: str = "cpu"
+    path: Path | None = None
+    _views: dict = field(default_factory=dict, repr=False)
+
+    def __getitem__(self, key):
+        return self.arrays[key]
+
+    def __len__(self) -> int:
+        return self.spec.n_samples
+
+    def as_framework(self, key: str, framework: str):
+        """Array *key* as a *framework* array on this dataset's device, sharing memory (DLPack)."""
+        if framework not in FRAMEWORKS:
+            raise unknown_name("framework", framework, FRAMEWORKS)
+        cache_key_ = (key, framework)
+        if cache_key_ not in self._views:
+            self._views[cache_key_] = to_framework(self.arrays[key], framework)
+        return self._views[cache_key_]
+
+    def snr_bin_edges(self) -> tuple[float, ...]:
+        return self.spec.snr_bins
+
+
+def to_framework(arr, framework: str):
+    """Hand *arr* to *framework* through DLPack (no copy where the framework allows)."""
+    if framework == "numpy":
+        return np.from_dlpack(arr) if not isinstance(arr, np.ndarray) else arr
+    if framework == "torch":
+        import torch
+        return torch.from_dlpack(arr)
+    if framework == "jax":
+        import jax.numpy as jnp
+        return jnp.from_dlpack(arr)
+    if framework == "cupy":
+        import cupy
+        return cupy.from_dlpack(arr)
+    raise unknown_name("framework", framework, FRAMEWORKS)
+
+
+def load_dataset(spec: DatasetSpec | str, *, device: str = "cpu", cache_dir: Path | None = None,
+                 verify: bool = True, workers: int | None = None, progress: bool = True,
+                 keys: tuple[str, ...] | None = None) -> Dataset:
+    """Load (simulating and caching first if needed) a dataset onto *device*.
+
+    Parameters
+    ----------
+    spec : DatasetSpec or str
+        A spec, or the name of one in ``datasets/``, or a TOML path.
+    device : {"cpu", "cuda"}
+        Where the arrays live; ``cuda`` puts them on the GPU once through CuPy. [default: "cpu"]
+    cache_dir : Path, optional
+        [default: ``datasets/cache``]
+    verify : bool
+        Check the stored checksums before use. [default: True]
+    workers, progress
+        Passed to the simulation when the cache must be (re)built.
+    keys : tuple of str, optional
+        Arrays to load. [default: all]
+    """
+    import h5py
+
+    if device not in DEVICES:
+        raise unknown_name("device", device, DEVICES)
+    if isinstance(spec, (str, os.PathLike)):
+        spec = load_spec(spec)
+    path = cache_path(spec, cache_dir)
+    if not (path.exists() and _valid_cache(path, cache_key(spec), verify)):
+        build_cache(spec, cache_dir=cache_dir, workers=workers, progress=progress)
+    with h5py.File(path, "r") as f:
+        names = keys or tuple(k for k in f.keys())
+        for k in names:
+            if k not in f:
+                raise unknown_name("dataset array", k, list(f.keys()))
+        arrays = {k: f[k][...] for k in names}
+    if device == "cuda":
+        from .devices import cuda_unavailable_reason
+        why = cuda_unavailable_reason()
+        if why:
+            raise BenchValueError(f"device 'cuda' requested but {why}")
+        import cupy
+        arrays = {k: cupy.asarray(v) for k, v in arrays.items()}
+    return Dataset(spec=spec, arrays=arrays, device=device, path=path)
+
+
+def main(argv=None) -> int:
+    """``python -m bench.dataset SPEC``: simulate (or verify) a dataset's cache."""
+    from .cli import make_parser
+
+    p = make_parser("python -m bench.dataset", "Simulate a named dataset spec into its HDF5 cache.")
+    p.add_argument("spec", help="spec name in datasets/ or a TOML path")
+    p.add_argument("--workers", type=int, default=None, help="processes [all cores]")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    spec = load_spec(a.spec)
+    ds = load_dataset(spec, workers=a.workers, progress=not a.no_progress, keys=("snr",))
+    print(f"{spec.name}: {spec.n_samples} samples x {len(spec.bands)} bands -> {ds.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from .cli import run_cli
+
+    sys.exit(run_cli(main, prog="python -m bench.dataset"))

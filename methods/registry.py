@@ -1,0 +1,150 @@
+"""The method registry: one abstract base, a decorator, lookup with suggestions.
+
+Methods declare their framework, devices and required modules as class
+attributes, so availability is known without importing torch, JAX or CuPy.
+Third-party packages register through the ``deconvbench.methods`` entry-point
+group (the entry point names a module or a :class:`Method` subclass).
+"""
+
+from __future__ import annotations
+
+import abc
+import fnmatch
+from importlib.metadata import entry_points
+from typing import ClassVar
+
+from bench.devices import cuda_unavailable_reason, module_missing
+from bench.errors import BenchValueError, MethodUnavailableError, unknown_name
+
+ENTRY_POINT_GROUP = "deconvbench.methods"
+_REGISTRY: dict[str, type["Method"]] = {}
+_PLUGINS_LOADED = False
+_PLUGIN_ERRORS: dict[str, str] = {}
+
+
+class Method(abc.ABC):
+    """Base class of a deconvolution method.
+
+    Subclasses implement :meth:`deconvolve` and set the class attributes.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (lower case, dashes).
+    framework : str
+        ``numpy``, ``torch``, ``jax`` or ``cupy``: the array type ``deconvolve`` takes and returns.
+    devices : tuple of str
+        Devices it can run on (``cpu``, ``cuda``).
+    requires : tuple of str
+        Importable modules it needs (checked with ``importlib.util.find_spec``, no import).
+    produces_image : bool
+        False for methods that are exact inside metacal but return no useful image
+        (``fourier``): their PSNR and SSIM are reported as null.
+    """
+
+    name: ClassVar[str] = ""
+    framework: ClassVar[str] = "numpy"
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    requires: ClassVar[tuple[str, ...]] = ()
+    produces_image: ClassVar[bool] = True
+    description: ClassVar[str] = ""
+
+    @classmethod
+    def unavailable_reason(cls, device: str | None = None) -> str:
+        """'' if the method can run (on *device*, or on any of its devices), else why not."""
+        missing = [m for m in cls.requires if module_missing(m)]
+        if missing:
+            return f"missing module(s): {', '.join(missing)}"
+        wanted = [device] if device else list(cls.devices)
+        if device and device not in cls.devices:
+            return f"runs on {', '.join(cls.devices)}, not {device}"
+        reasons = []
+        for d in wanted:
+            if d == "cuda":
+                why = cuda_unavailable_reason()
+                if not why:
+                    return ""
+                reasons.append(why)
+            else:
+                return ""
+        return "; ".join(reasons)
+
+    @classmethod
+    def available(cls, device: str | None = None) -> bool:
+        return not cls.unavailable_reason(device)
+
+    @abc.abstractmethod
+    def deconvolve(self, image, psf, noise_sigma):
+        """Estimate the pre-PSF image.
+
+        Parameters
+        ----------
+        image : array, shape (N, B, n, n)
+            Observed stamps.
+        psf : array, shape (N, B, n, n)
+            PSF images (unit sum, centred on the stamp's true centre).
+        noise_sigma : array, shape (N, B)
+            Per-pixel noise standard deviation.
+
+        Returns
+        -------
+        array, shape (N, B, n, n)
+            Same framework, device and dtype as *image*.
+        """
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator adding a :class:`Method` subclass to the registry under ``cls.name``."""
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise TypeError(f"register expects a Method subclass, got {cls!r}")
+    if not cls.name:
+        raise BenchValueError(f"{cls.__name__} has no name")
+    existing = _REGISTRY.get(cls.name)
+    if existing is not None and existing is not cls:
+        raise BenchValueError(
+            f"method name {cls.name!r} is already registered by {existing.__module__}.{existing.__name__}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_plugins() -> None:
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as err:  # a broken plugin must not break the harness
+            _PLUGIN_ERRORS[ep.name] = f"{type(err).__name__}: {err}"
+            continue
+        if isinstance(obj, type) and issubclass(obj, Method) and obj.name not in _REGISTRY:
+            register(obj)
+
+
+def list_methods(pattern: str | None = None) -> list[str]:
+    """Registered method names, sorted, optionally filtered by a shell-style *pattern*."""
+    _load_plugins()
+    names = sorted(_REGISTRY)
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def get_method_class(name: str) -> type[Method]:
+    _load_plugins()
+    if name not in _REGISTRY:
+        raise unknown_name("method", name, _REGISTRY)
+    return _REGISTRY[name]
+
+
+def get_method(name: str, *, device: str | None = None, **kwargs) -> Method:
+    """Instantiate method *name*; raises MethodUnavailableError (with the reason) if it cannot run."""
+    cls = get_method_class(name)
+    why = cls.unavailable_reason(device)
+    if why:
+        raise MethodUnavailableError(f"method {name!r} is unavailable here: {why}")
+    return cls(**kwargs)
+
+
+def plugin_errors() -> dict[str, str]:
+    _load_plugins()
+    return dict(_PLUGIN_ERRORS)

@@ -1,0 +1,145 @@
+import numpy as np
+import pytest
+
+from bench import fourier
+from bench.dataset import _valid_cache, cache_key, cache_path, load_dataset
+from bench.errors import BenchError
+from bench.simulate import simulate
+from bench.spec import load_spec, validate
+from conftest import run_module
+
+
+def test_shapes_and_quads(smoke):
+    N = smoke.spec.n_samples
+    assert smoke["image"].shape == (N, 3, 48, 48)
+    assert smoke["image"].dtype == np.float32
+    q = smoke["quad_id"].reshape(-1, 4)
+    assert (q == q[:, :1]).all()
+    assert list(smoke["shear_sign"][:4]) == [1, -1, 1, -1]
+    assert list(smoke["rotation"][:4]) == [0, 0, 90, 90]
+    # +g and -g share the noise field
+    diff = (smoke["image"] - smoke["noiseless"])[0::2] - (smoke["image"] - smoke["noiseless"])[1::2]
+    assert np.abs(diff).max() < 1e-5 * np.abs(smoke["image"]).max()
+
+
+def test_psf_normalised_and_centred(smoke):
+    psf = smoke["psf"].astype(np.float64)
+    np.testing.assert_allclose(psf.sum(axis=(2, 3)), 1.0, rtol=1e-5)
+    y, x = np.mgrid[:48, :48]
+    cx = (psf * x).sum(axis=(2, 3))
+    cy = (psf * y).sum(axis=(2, 3))
+    assert np.abs(cx - 23.5).max() < 0.05 and np.abs(cy - 23.5).max() < 0.05
+
+
+def test_truth_convolved_with_psf_is_noiseless(smoke):
+    t = smoke["truth"].astype(np.float64)
+    p = smoke["psf"].astype(np.float64)
+    conv = fourier.convolve(t, p)
+    peak = np.abs(smoke["noiseless"]).max(axis=(2, 3), keepdims=True)
+    assert (np.abs(conv - smoke["noiseless"]) / peak).max() < 1e-5
+
+
+def test_snr_requested_vs_measured(smoke):
+    nl = smoke["noiseless"].astype(np.float64)
+    img = smoke["image"].astype(np.float64)
+    sig = smoke["noise_sigma"][:, 0]
+    norm = np.sqrt((nl ** 2).sum(axis=(1, 2, 3)))
+    # matched-filter SNR measured on the noisy image, averaged over the +g members
+    measured = (nl * img).sum(axis=(1, 2, 3)) / (sig * norm)
+    plus = smoke["shear_sign"] == 1
+    ratio = measured[plus] / smoke["target_snr"][plus]
+    assert abs(ratio.mean() - 1) < 0.02
+    np.testing.assert_allclose(smoke["snr"][plus], smoke["target_snr"][plus], rtol=1e-6)
+
+
+def test_truth_centroid_follows_offset(smoke):
+    t = smoke["truth"][:, 1].astype(np.float64)
+    y, x = np.mgrid[:48, :48]
+    f = t.sum(axis=(1, 2))
+    cx = (t * x).sum(axis=(1, 2)) / f
+    cy = (t * y).sum(axis=(1, 2)) / f
+    assert np.abs(cx - smoke["col"]).max() < 0.05
+    assert np.abs(cy - smoke["row"]).max() < 0.05
+
+
+def test_deterministic_across_workers():
+    spec = load_spec("smoke").with_overrides(n_quads=2)
+    a = simulate(spec, workers=1, progress=False)
+    b = simulate(spec, workers=2, progress=False, chunk_quads=1)
+    for k in a:
+        assert a[k].tobytes() == b[k].tobytes(), k
+    c = simulate(spec.with_overrides(seed=spec.seed + 1), workers=1, progress=False)
+    assert not np.array_equal(a["image"], c["image"])
+
+
+def test_cache_detects_corruption_and_staleness(tmp_path):
+    import h5py
+    spec = load_spec("smoke").with_overrides(n_quads=1)
+    ds = load_dataset(spec, cache_dir=tmp_path, progress=False, workers=1)
+    path = ds.path
+    assert _valid_cache(path, cache_key(spec), verify=True)
+    with h5py.File(path, "r+") as f:
+        f["image"][0, 0, 0, 0] += 1.0
+    assert not _valid_cache(path, cache_key(spec), verify=True)
+    again = load_dataset(spec, cache_dir=tmp_path, progress=False, workers=1)
+    np.testing.assert_array_equal(again["image"], ds["image"])
+    assert not _valid_cache(path, "another-key", verify=False)
+    path.write_bytes(b"garbage")
+    assert not _valid_cache(path, cache_key(spec), verify=False)
+    assert cache_path(spec, tmp_path) == path
+
+
+def test_zero_copy_dlpack(smoke):
+    torch = pytest.importorskip("torch")
+    t = smoke.as_framework("image", "torch")
+    arr = smoke["image"]
+    assert t.data_ptr() == arr.ctypes.data
+    old = float(arr[0, 0, 0, 0])
+    t[0, 0, 0, 0] = 12345.0
+    assert arr[0, 0, 0, 0] == 12345.0
+    arr[0, 0, 0, 0] = old
+    assert isinstance(smoke.as_framework("image", "numpy"), np.ndarray)
+
+
+BAD_SPECS = [
+    ({"colour": 1}, "colour"),
+    ({"snr_bins": [-5, 10]}, "snr_bins"),
+    ({"stamp_size": 0}, "stamp_size"),
+    ({"stamp_size": 47}, "stamp_size"),
+    ({"bands": ["g", "q"]}, "'q'"),
+    ({"psf": {"model": "airy"}}, "airy"),
+]
+
+
+@pytest.mark.parametrize("change,words", BAD_SPECS)
+def test_bad_spec_errors(change, words, tmp_path):
+    raw = {"name": "x", "seed": 1, "n_quads": 1, "bands": ["g", "r", "i"]}
+    raw.update(change)
+    with pytest.raises(BenchError, match=words.replace("[", r"\[")) as info:
+        validate(raw)
+    assert isinstance(info.value, (ValueError, TypeError, KeyError))
+    # and from the command line: exit 2, one line, no traceback
+    lines = [f'name = "x"', "seed = 1", "n_quads = 1"]
+    import json
+    for k, v in change.items():
+        if isinstance(v, dict):
+            continue
+        lines.append(f"{k} = {json.dumps(v)}")
+    if "bands" not in change:
+        lines.append('bands = ["g", "r", "i"]')
+    for k, v in change.items():
+        if isinstance(v, dict):
+            lines.append(f"[{k}]")
+            lines += [f"{kk} = {json.dumps(vv)}" for kk, vv in v.items()]
+    p = tmp_path / "bad.toml"
+    p.write_text("\n".join(lines) + "\n")
+    r = run_module("bench.dataset", p)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and words in r.stderr
+
+
+def test_named_specs_validate():
+    for name in ("smoke", "default", "paper"):
+        s = load_spec(name)
+        assert s.bands == ("g", "r", "i") and s.stamp_size == 48
+    assert load_spec("paper").n_samples == 100_000

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+from conftest import DATA, run_module
+
+
+@pytest.fixture
+def good(tmp_path, reference):
+    p = tmp_path / "in.npz"
+    d = {k: reference[k][:8] for k in ("image", "psf", "noise_sigma", "row", "col")}
+    d["pixel_scale"] = reference["pixel_scale"]
+    np.savez(p, **d)
+    return p, d
+
+
+def test_cli_runs(tmp_path, good):
+    p, _ = good
+    out = tmp_path / "out.npz"
+    r = run_module("bench.metacal", p, "--out", out, "--psf", "gauss")
+    assert r.returncode == 0, r.stderr
+    with np.load(out) as f:
+        for k in ("noshear_e1", "1p_e1", "R11", "R22", "flags", "time_s"):
+            assert k in f.files
+        assert f["R11"].shape == (8,)
+
+
+def _write(tmp_path, d, name="bad.npz"):
+    p = tmp_path / name
+    np.savez(p, **d)
+    return p
+
+
+CASES = {
+    "nan": (lambda d: d["image"].__setitem__((0, 1, 1), np.nan), "non-finite"),
+    "shape": (lambda d: d.__setitem__("psf", d["psf"][:, :40, :40]), "does not match"),
+    "count": (lambda d: d.__setitem__("psf", d["psf"][:5]), "objects"),
+    "zero_psf": (lambda d: d["psf"].__setitem__(2, 0.0), "sums to"),
+    "missing": (lambda d: d.pop("noise_sigma"), "noise_sigma"),
+    "sigma": (lambda d: d.__setitem__("noise_sigma", -d["noise_sigma"]), "noise_sigma"),
+    "scale": (lambda d: d.__setitem__("pixel_scale", np.float64(0.0)), "pixel_scale"),
+    "ndim": (lambda d: (d.__setitem__("image", d["image"][0]), d.__setitem__("psf", d["psf"][0])), "dimensions"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_exits_2(tmp_path, good, case):
+    _, d = good
+    d = {k: np.array(v, copy=True) for k, v in d.items()}
+    mutate, words = CASES[case]
+    mutate(d)
+    p = _write(tmp_path, d)
+    out = tmp_path / "out.npz"
+    r = run_module("bench.metacal", p, "--out", out)
+    assert r.returncode == 2, r.stderr
+    assert words in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--method", "fourir"], "Did you mean 'fourier'"),
+    (["--psf", "gaus"], "allowed: dilate, gauss"),
+    (["--step", "-0.01"], "step"),
+])
+def test_bad_options_exit_2(tmp_path, good, args, words):
+    p, _ = good
+    out = tmp_path / "out.npz"
+    r = run_module("bench.metacal", p, "--out", out, *args)
+    assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_not_npz_and_missing_file(tmp_path):
+    txt = tmp_path / "x.npz"
+    txt.write_text("hello")
+    out = tmp_path / "o.npz"
+    for f, words in ((txt, "not"), (tmp_path / "none.npz", "not found")):
+        r = run_module("bench.metacal", f, "--out", out)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()

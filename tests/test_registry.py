@@ -1,0 +1,80 @@
+import os
+
+import numpy as np
+import pytest
+
+from bench.errors import BenchKeyError, MethodUnavailableError
+from conftest import ROOT, run_module
+from methods import Method, get_method, list_methods, register
+from methods.registry import _REGISTRY
+
+
+def test_list_and_get():
+    assert "fourier" in list_methods()
+    assert list_methods("four*") == ["fourier"]
+    assert get_method("fourier").name == "fourier"
+
+
+def test_unknown_name_suggests():
+    with pytest.raises(BenchKeyError, match="Did you mean 'fourier'"):
+        get_method("fourrier")
+
+
+def test_register_and_unavailable():
+    @register
+    class NeedsGhost(Method):
+        name = "test-needs-ghost"
+        requires = ("surely_not_a_module_xyz",)
+
+        def deconvolve(self, image, psf, noise_sigma):
+            return image
+
+    try:
+        assert "test-needs-ghost" in list_methods("test-*")
+        assert "surely_not_a_module_xyz" in NeedsGhost.unavailable_reason()
+        with pytest.raises(MethodUnavailableError, match="surely_not_a_module_xyz"):
+            get_method("test-needs-ghost")
+    finally:
+        _REGISTRY.pop("test-needs-ghost")
+
+
+def test_cuda_only_method_is_unavailable_without_gpu():
+    from bench.devices import cuda_unavailable_reason
+    if not cuda_unavailable_reason():
+        pytest.skip("a GPU is present")
+
+    class GpuOnly(Method):
+        name = "test-gpu-only"
+        devices = ("cuda",)
+
+        def deconvolve(self, image, psf, noise_sigma):
+            return image
+
+    assert "NVIDIA" in GpuOnly.unavailable_reason()
+
+
+def test_methods_table():
+    r = run_module("methods")
+    assert r.returncode == 0, r.stderr
+    assert "fourier" in r.stdout and "available" in r.stdout
+
+
+def test_entry_point_plugin():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "plugin_pkg"), str(ROOT),
+                                         env.get("PYTHONPATH", "")])
+    r = run_module("methods", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "demo-identity" in r.stdout
+
+
+def test_fourier_inverts_band_limited_convolution():
+    from bench.fourier import convolve
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:48, :48] - 23.5
+    truth = np.exp(-(x ** 2 + y ** 2) / (2 * 3.0 ** 2))[None, None] * rng.uniform(0.5, 1, (2, 3, 1, 1))
+    psf = np.exp(-(x ** 2 + y ** 2) / (2 * 1.2 ** 2))
+    psf = np.broadcast_to(psf / psf.sum(), truth.shape)
+    obs = convolve(truth, psf)
+    est = get_method("fourier", floor=1e-6).deconvolve(obs, psf, None)
+    assert np.abs(est - truth).max() < 1e-4 * truth.max()
