@@ -78,3 +78,14 @@ def test_not_npz_and_missing_file(tmp_path):
         r = run_module("bench.metacal", f, "--out", out)
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_cuda_unavailable_is_a_clear_error(tmp_path, good):
+    from bench.devices import cuda_unavailable_reason, module_missing
+    if not cuda_unavailable_reason() and not module_missing("cupy"):
+        pytest.skip("a GPU with CuPy is here: the CUDA path is exercised by the benchmarks")
+    p, _ = good
+    out = tmp_path / "out.npz"
+    r = run_module("bench.metacal", p, "--out", out, "--device", "cuda")
+    assert r.returncode == 2 and "--device cuda is unavailable" in r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from bench.metacal import TYPES, metacal
+from bench.metacal import (FWHM_TO_SIGMA, TYPES, gauss_target_sigma, metacal, shear_matrix,
+                           shears)
 
 
 @pytest.mark.parametrize("mode", ["dilate", "gauss"])
@@ -27,19 +28,39 @@ def test_reproduces_ngmix(reference, mode):
     assert abs(out["R22"].mean() / r22.mean() - 1) <= 1e-3
 
 
-def test_gaussian_through_gaussian_closed_form():
-    """A round Gaussian galaxy through a Gaussian PSF: e = 0 and R11 = R22 known analytically."""
+def _weighted_gaussian_shape(cov, sig_w):
+    """e1, e2, T of a Gaussian (covariance *cov*) measured with a round Gaussian weight."""
+    m = np.linalg.inv(np.linalg.inv(cov) + np.eye(2) / sig_w ** 2)
+    T = m[0, 0] + m[1, 1]
+    return (m[0, 0] - m[1, 1]) / T, 2 * m[0, 1] / T, T
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-8), ("float32", 2e-6)])
+def test_gaussian_through_gaussian_closed_form(dtype, tol):
+    """A round Gaussian galaxy through a Gaussian PSF, gauss target: every type has a closed form.
+
+    Sheared by S and reconvolved with a round Gaussian of width D sigma_t, the galaxy is a
+    Gaussian of covariance sigma_g^2 S S^T + (D sigma_t)^2 I; a Gaussian weight of width
+    sigma_w turns that into (C^-1 + I / sigma_w^2)^-1, whose ellipticity and trace metacal
+    must return. sigma_t is ngmix's rule (tested against ngmix above).
+    """
     n, scale = 48, 0.2
     y, x = np.mgrid[:n, :n] - (n - 1) / 2
-    sg, sp = 2.0, 1.5   # pixels
+    sg, sp = 2.2, 2.0   # pixels; wide enough that sampling aliases below 1e-8
     s2 = sg * sg + sp * sp
     img = np.exp(-(x * x + y * y) / (2 * s2)) / (2 * np.pi * s2)
     psf = np.exp(-(x * x + y * y) / (2 * sp * sp)) / (2 * np.pi * sp * sp)
-    out = metacal(img[None], psf[None], pixel_scale=scale, psf_mode="gauss")
-    assert abs(out["noshear_e1"][0]) < 1e-6 and abs(out["noshear_e2"][0]) < 1e-6
-    # the gauss target is round, so shearing the round galaxy by g gives e1 ~ R g with R11 == R22
-    assert out["R11"][0] > 0
-    np.testing.assert_allclose(out["R11"][0], out["R22"][0], rtol=1e-6)
+    step = 0.01
+    out = metacal(img[None], psf[None], pixel_scale=scale, psf_mode="gauss", dtype=dtype, step=step)
+    sig_t = (1 + 2 * step) * gauss_target_sigma(psf[None])[0]
+    sig_w = 1.2 * FWHM_TO_SIGMA / scale
+    for t, (g1, g2) in shears(step).items():
+        S = shear_matrix(g1, g2)
+        e1, e2, T = _weighted_gaussian_shape(sg * sg * S @ S.T + sig_t ** 2 * np.eye(2), sig_w)
+        assert abs(out[f"{t}_e1"][0] - e1) < tol, t
+        assert abs(out[f"{t}_e2"][0] - e2) < tol, t
+        assert abs(out[f"{t}_T"][0] / (T * scale * scale) - 1) < tol, t
+    assert out["R11"][0] > 0.1
 
 
 def test_multiband_shapes(reference):
@@ -62,3 +83,27 @@ def test_bad_object_is_flagged_not_fatal(reference):
     assert out["flags"][0] == 0 and out["flags"][3] == 0
     assert out["flags"][1] & 1 and out["flags"][2] & 2
     assert np.isnan(out["noshear_e1"][1]) and np.isfinite(out["noshear_e1"][3])
+
+
+def test_chunking_and_precision_do_not_change_results(reference):
+    d = {k: reference[k][:40] for k in ("image", "psf", "row", "col")}
+    kw = dict(pixel_scale=0.2, row=d["row"], col=d["col"])
+    a = metacal(d["image"], d["psf"], dtype="float64", **kw)
+    b = metacal(d["image"], d["psf"], dtype="float64", chunk=7, **kw)
+    c = metacal(d["image"], d["psf"], dtype="float32", **kw)
+    for t in TYPES:
+        np.testing.assert_allclose(b[f"{t}_e1"], a[f"{t}_e1"], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(c[f"{t}_e1"], a[f"{t}_e1"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["dilate", "gauss"])
+def test_torch_tensors_run_the_same_code(reference, mode):
+    """The array-API path: torch tensors in, the same numbers out (CPU torch here)."""
+    torch = pytest.importorskip("torch")
+    d = {k: reference[k][:30] for k in ("image", "psf", "row", "col")}
+    kw = dict(pixel_scale=0.2, row=d["row"], col=d["col"], psf_mode=mode, dtype="float64")
+    a = metacal(d["image"], d["psf"], **kw)
+    b = metacal(torch.from_numpy(d["image"]), torch.from_numpy(d["psf"]), **kw)
+    for t in TYPES:
+        np.testing.assert_allclose(b[f"{t}_e1"], a[f"{t}_e1"], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(b[f"{t}_T"], a[f"{t}_T"], rtol=1e-9)
