@@ -30,7 +30,7 @@ _GALAXY_KEYS = {
     "hlr_disk", "bulge_size_ratio", "bulge_fraction", "ellipticity_max", "offset_max",
     "bulge_color", "disk_color", "disk_size_color",
 }
-_PSF_KEYS = {"model", "beta", "fwhm", "shear_max"}
+_PSF_KEYS = {"model", "beta", "fwhm", "shear_max", "shared_in_quad"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +62,9 @@ class DatasetSpec:
         Galaxy population (see ``datasets/default.toml``).
     psf : dict
         PSF population: ``model`` (moffat or kolmogorov), ``beta`` range (Moffat),
-        ``fwhm`` range per band (arcsec), ``shear_max`` (each of g1, g2 uniform in +-).
+        ``fwhm`` range per band (arcsec), ``shear_max`` (each of g1, g2 uniform in +-),
+        ``shared_in_quad`` (one PSF for all four members of a quad, for shear-bias runs whose
+        pair differences must cancel exactly; the default gives every sample its own PSF).
     """
 
     name: str
@@ -112,6 +114,7 @@ _PSF_DEFAULTS = {
     "beta": [2.5, 4.0],
     "fwhm": {"g": [0.75, 1.05], "r": [0.65, 0.95], "i": [0.6, 0.9]},
     "shear_max": 0.05,
+    "shared_in_quad": False,
 }
 
 
@@ -217,6 +220,8 @@ def validate(raw: dict[str, Any], source: str = "<dict>") -> DatasetSpec:
         if fwhm[b][0] <= 0:
             raise BenchValueError(f"{source}: psf.fwhm.{b} must be > 0, got {fwhm[b]!r}")
     psf["fwhm"] = fwhm
+    if not isinstance(psf["shared_in_quad"], bool):
+        raise BenchTypeError(f"{source}: psf.shared_in_quad must be true or false, got {psf['shared_in_quad']!r}")
     if not 0 <= psf["shear_max"] < 0.3:
         raise BenchValueError(f"{source}: psf.shear_max must be in [0, 0.3), got {psf['shear_max']!r}")
     for key in ("bulge_color", "disk_color", "disk_size_color"):

@@ -1,23 +1,48 @@
-"""Benchmarks of the foundation: dataset generation and the exact metacal loop.
+"""Benchmarks of the core: dataset generation, batched metacal and its GalSim reference loop.
 
 Times are medians over rounds (pytest-benchmark), reported per 5000 samples in
-``extra_info["time_per_5000_s"]``.
+``extra_info["time_per_5000_s"]``. The metacal benchmark also times the
+one-object GalSim loop in the same run and records the ratio
+(``speedup_vs_galsim_loop``), and the peak host memory of one call.
 """
+
+import statistics
+import time
+import tracemalloc
 
 import numpy as np
 import pytest
 
+from bench.devices import cuda_unavailable_reason, module_missing
 from bench.metacal import metacal
+from bench.reference_loop import galsim_metacal_loop
 from bench.simulate import simulate
 from bench.spec import load_spec
 
 N_REF = 5000
+N_LOOP = 8            # objects per round of the GalSim loop (about 20-80 ms each)
 
 
 def _per_5000(benchmark, n):
     med = benchmark.stats.stats.median
     benchmark.extra_info["time_per_5000_s"] = med * N_REF / n
     benchmark.extra_info["n_samples"] = n
+    return med * N_REF / n
+
+
+def _r_band(dataset, n):
+    b = dataset.spec.bands.index("r") if "r" in dataset.spec.bands else 0
+    return (dataset["image"][:n, b], dataset["psf"][:n, b], dataset["row"][:n], dataset["col"][:n])
+
+
+def _loop_per_5000(dataset, mode, rounds=3):
+    img, psf, row, col = _r_band(dataset, N_LOOP)
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        galsim_metacal_loop(img, psf, pixel_scale=dataset.spec.pixel_scale, rows=row, cols=col, psf_mode=mode)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * N_REF / N_LOOP
 
 
 def test_generate_dataset(benchmark):
@@ -29,14 +54,47 @@ def test_generate_dataset(benchmark):
 
 
 @pytest.mark.parametrize("mode", ["dilate", "gauss"])
-def test_metacal_fourier(benchmark, dataset, mode):
-    """The exact `fourier` metacal, r band, all five images and moments."""
-    n = min(len(dataset), 1000)
-    img = dataset["image"][:n, 1]
-    psf = dataset["psf"][:n, 1]
-    out = benchmark.pedantic(metacal, args=(img, psf), kwargs=dict(
-        pixel_scale=dataset.spec.pixel_scale, row=dataset["row"][:n], col=dataset["col"][:n],
-        psf_mode=mode), rounds=3, iterations=1, warmup_rounds=1)
+def test_galsim_reference_loop(benchmark, dataset, mode):
+    """ngmix's way: one object at a time through GalSim (InterpolatedImage, Deconvolve, ...)."""
+    img, psf, row, col = _r_band(dataset, N_LOOP)
+    benchmark.pedantic(galsim_metacal_loop, args=(img, psf), kwargs=dict(
+        pixel_scale=dataset.spec.pixel_scale, rows=row, cols=col, psf_mode=mode),
+        rounds=3, iterations=1)
+    benchmark.extra_info.update(method="galsim-loop", framework="galsim", device="cpu", psf=mode)
+    _per_5000(benchmark, N_LOOP)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("mode", ["dilate", "gauss"])
+def test_metacal_fourier(benchmark, dataset, mode, device):
+    """The exact `fourier` metacal, r band, all five images and moments, up to 5000 samples."""
+    n = min(len(dataset), N_REF)
+    img, psf, row, col = _r_band(dataset, n)
+    if device == "cuda":
+        why = cuda_unavailable_reason() or ("CuPy is not installed" if module_missing("cupy") else "")
+        if why:
+            pytest.skip(f"cuda unavailable: {why}")
+        import cupy
+        img, psf = cupy.asarray(img), cupy.asarray(psf)
+    kwargs = dict(pixel_scale=dataset.spec.pixel_scale, row=row, col=col, psf_mode=mode)
+    out = benchmark.pedantic(metacal, args=(img, psf), kwargs=kwargs, rounds=3, iterations=1,
+                             warmup_rounds=1)
     assert np.isfinite(out["R11"]).mean() > 0.99
-    benchmark.extra_info.update(method="fourier", framework="numpy", device="cpu", psf=mode)
-    _per_5000(benchmark, n)
+    per_5000 = _per_5000(benchmark, n)
+    info = dict(method="fourier", framework="cupy" if device == "cuda" else "numpy", device=device, psf=mode)
+    if device == "cpu":
+        tracemalloc.start()
+        metacal(img, psf, **kwargs)
+        info["peak_host_memory_mib"] = tracemalloc.get_traced_memory()[1] / 2 ** 20
+        tracemalloc.stop()
+    else:
+        import cupy
+        pool = cupy.get_default_memory_pool()
+        pool.free_all_blocks()
+        metacal(img, psf, **kwargs)
+        # the pool keeps every block it handed out, so what it holds after a call is that call's peak
+        info["peak_gpu_memory_mib"] = pool.total_bytes() / 2 ** 20
+    loop = _loop_per_5000(dataset, mode)
+    info.update(galsim_loop_per_5000_s=loop, speedup_vs_galsim_loop=loop / per_5000)
+    benchmark.extra_info.update(info)
+    assert loop / per_5000 >= 50, f"only {loop / per_5000:.0f}x faster than the GalSim loop"

@@ -1,0 +1,46 @@
+"""Metacal's own shear bias on paired simulations (datasets/bias-kolmogorov.toml).
+
+6000 quads at SNR 100, Kolmogorov PSF shared within each quad, g1 = +-0.02 with shared
+noise for +g and -g. `pytest -s` prints m and c. About 40 s to simulate on two cores, then a few seconds of metacal.
+With ~2500 quads the jackknife error on m is about 1.3e-3 for this galaxy population
+(the per-object response noise dominates), so the test uses 6000 to resolve 1e-3.
+"""
+
+import pytest
+
+from bench.dataset import load_dataset
+from bench.metacal import metacal
+from bench.shear import shear_bias
+
+
+@pytest.fixture(scope="module")
+def bias_set(tmp_path_factory):
+    return load_dataset("bias-kolmogorov", cache_dir=tmp_path_factory.mktemp("cache"),
+                        progress=False, workers=2)
+
+
+@pytest.mark.parametrize("mode", ["dilate", "gauss"])
+def test_metacal_shear_bias(bias_set, mode):
+    ds = bias_set
+    assert ds.spec.psf["model"] == "kolmogorov"
+    out = metacal(ds["image"][:, 0], ds["psf"][:, 0], pixel_scale=ds.spec.pixel_scale,
+                  row=ds["row"], col=ds["col"], psf_mode=mode)
+    row = shear_bias(out, quad_id=ds["quad_id"], shear_sign=ds["shear_sign"], g=ds.spec.shear).loc["all"]
+    print(f"\n{mode}: m = {row.m:+.2e} +- {row.m_err:.1e}, c1 = {row.c1:+.2e} +- {row.c1_err:.1e}, "
+          f"c2 = {row.c2:+.2e} +- {row.c2_err:.1e}, {int(row.n_quads)} quads")
+    assert row.n_dropped == 0
+    assert row.m_err <= 1e-3
+    assert abs(row.m) <= 2e-3
+    # c consistent with zero: within 3 sigma
+    assert abs(row.c1) <= 3 * row.c1_err and abs(row.c2) <= 3 * row.c2_err
+
+
+def test_metacal_shear_bias_without_noise(bias_set):
+    """On the noiseless images only the method's own (second-order) bias is left."""
+    ds = bias_set
+    out = metacal(ds["noiseless"][:, 0], ds["psf"][:, 0], pixel_scale=ds.spec.pixel_scale,
+                  row=ds["row"], col=ds["col"], psf_mode="dilate")
+    row = shear_bias(out, quad_id=ds["quad_id"], shear_sign=ds["shear_sign"], g=ds.spec.shear).loc["all"]
+    print(f"\nnoiseless dilate: m = {row.m:+.2e} +- {row.m_err:.1e}")
+    assert row.m_err < 1e-4
+    assert abs(row.m) <= 1e-3
