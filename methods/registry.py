@@ -148,3 +148,32 @@ def get_method(name: str, *, device: str | None = None, **kwargs) -> Method:
 def plugin_errors() -> dict[str, str]:
     _load_plugins()
     return dict(_PLUGIN_ERRORS)
+
+
+def check_batch(image, psf, noise_sigma=None, *, xp=None):
+    """Validate a (N, B, n, n) batch for :meth:`Method.deconvolve`; raises naming the bad value.
+
+    Checks dimensions, that the PSF has the image's band count and stamp size, that
+    ``noise_sigma`` is (N, B) and positive, and that no PSF is all zero.
+    """
+    import numpy as np
+
+    xp = xp or np
+    if image.ndim != 4:
+        raise BenchValueError(f"image must be (N, B, n, n), got shape {tuple(image.shape)}")
+    if psf.ndim != 4 or psf.shape[0] != image.shape[0]:
+        raise BenchValueError(f"psf must be (N, B, n, n) like image {tuple(image.shape)}, got {tuple(psf.shape)}")
+    if psf.shape[1] != image.shape[1]:
+        raise BenchValueError(f"psf has {psf.shape[1]} bands but image has {image.shape[1]}")
+    if psf.shape[2:] != image.shape[2:]:
+        raise BenchValueError(f"psf stamps are {tuple(psf.shape[2:])} but image stamps are {tuple(image.shape[2:])}")
+    flat = psf.reshape(psf.shape[0] * psf.shape[1], -1)
+    zero = (xp.einsum("ij,ij->i", flat, flat) == 0).reshape(psf.shape[:2])   # no temporary
+    if bool(xp.any(zero)):
+        i = [int(v) for v in np.argwhere(np.asarray(zero.get() if hasattr(zero, "get") else zero))[0]]
+        raise BenchValueError(f"psf of object {i[0]} band {i[1]} is all zero")
+    if noise_sigma is not None:
+        if tuple(noise_sigma.shape) != tuple(image.shape[:2]):
+            raise BenchValueError(f"noise_sigma must have shape {tuple(image.shape[:2])}, got {tuple(noise_sigma.shape)}")
+        if not bool(xp.all(noise_sigma > 0)):
+            raise BenchValueError(f"noise_sigma must be > 0, got min {float(xp.min(noise_sigma))!r}")
