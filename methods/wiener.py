@@ -8,7 +8,7 @@ stamp's true centre; N = n^2 sigma^2 is the white-noise power of the unnormalise
 DFT; S(k) is the signal power, estimated per stamp and band from the observation
 itself: the periodogram |Y|^2 averaged over rings of integer |k| (in DFT units),
 minus N, floored at ``1e-3 N``. So the filter adapts to each object's size and
-SNR, and ``strength`` is the only tunable. Its default, 1.0, was chosen on the
+SNR, and ``strength`` is the only tunable. Its default, 0.5, was chosen on the
 ``train`` split with ``python -m methods.tune wiener-fftw`` (mean PSNR against the
 truth), never on the test data.
 
@@ -74,7 +74,7 @@ def laplacian_transfer(n: int) -> np.ndarray:
     return np.fft.rfft2(lap)
 
 
-def wiener(image, psf, noise_sigma, *, strength: float = 1.0, regulariser: str = "nsr",
+def wiener(image, psf, noise_sigma, *, strength: float = 0.5, regulariser: str = "nsr",
            backend: str | None = None, chunk: int = 256):
     """Wiener deconvolution of a batch.
 
@@ -87,7 +87,7 @@ def wiener(image, psf, noise_sigma, *, strength: float = 1.0, regulariser: str =
     noise_sigma : array, shape (N, B)
         Per-pixel noise standard deviation.
     strength : float
-        Multiplies the regulariser. [default: 1.0]
+        Multiplies the regulariser. [default: 0.5]
     regulariser : {"nsr", "laplacian"}
         N/S from the noise and the ring-averaged periodogram, or scikit-image's Laplacian
         (then ``strength`` is skimage's ``balance``). [default: "nsr"]
@@ -142,7 +142,7 @@ def wiener(image, psf, noise_sigma, *, strength: float = 1.0, regulariser: str =
 class _Wiener(Method):
     description = "Wiener filter, N/S from the noise and the ring-averaged periodogram"
 
-    def __init__(self, strength: float = 1.0, regulariser: str = "nsr"):
+    def __init__(self, strength: float = 0.5, regulariser: str = "nsr"):
         if not (isinstance(strength, (int, float)) and math.isfinite(strength) and strength > 0):
             raise BenchValueError(f"strength must be a finite number > 0, got {strength!r}")
         if regulariser not in REGULARISERS:
