@@ -81,10 +81,12 @@ def _simulate_quads(args) -> dict[str, np.ndarray]:
                 fwhm = [rng.uniform(*psf_p["fwhm"][b]) for b in spec.bands]
                 pg = rng.uniform(-psf_p["shear_max"], psf_p["shear_max"], size=(B, 2))
                 psfs.append((beta, fwhm, pg))
-            if psf_p.get("shared_in_quad", False):
-                # the draws above are still made, so other specs' random streams are unchanged
+            # the draws above are always made, so the random streams do not depend on sharing
+            if psf_p["shared"] == "quad":
                 quad_psf = quad_psf if r else psfs[0]
                 psfs = [quad_psf, quad_psf]
+            elif psf_p["shared"] == "pair":
+                psfs = [psfs[0], psfs[0]]
             sigma = None
             for s in range(2):
                 g1 = spec.shear if s == 0 else -spec.shear

@@ -21,6 +21,7 @@ DATASETS_DIR = Path(__file__).resolve().parent.parent / "datasets"
 
 KNOWN_BANDS = ("u", "g", "r", "i", "z", "y")
 PSF_MODELS = ("moffat", "kolmogorov")
+PSF_SHARING = ("none", "pair", "quad")
 
 _TOP_KEYS = {
     "name", "description", "seed", "n_quads", "bands", "stamp_size", "pixel_scale",
@@ -30,7 +31,7 @@ _GALAXY_KEYS = {
     "hlr_disk", "bulge_size_ratio", "bulge_fraction", "ellipticity_max", "offset_max",
     "bulge_color", "disk_color", "disk_size_color",
 }
-_PSF_KEYS = {"model", "beta", "fwhm", "shear_max", "shared_in_quad"}
+_PSF_KEYS = {"model", "beta", "fwhm", "shear_max", "shared"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +64,9 @@ class DatasetSpec:
     psf : dict
         PSF population: ``model`` (moffat or kolmogorov), ``beta`` range (Moffat),
         ``fwhm`` range per band (arcsec), ``shear_max`` (each of g1, g2 uniform in +-),
-        ``shared_in_quad`` (one PSF for all four members of a quad, for shear-bias runs whose
-        pair differences must cancel exactly; the default gives every sample its own PSF).
+        ``shared``: which samples share a PSF, ``"none"`` (every sample its own), ``"pair"``
+        (the +g and -g copies of a galaxy, so their difference cancels noise and PSF alike)
+        or ``"quad"`` (all four members).
     """
 
     name: str
@@ -114,7 +116,7 @@ _PSF_DEFAULTS = {
     "beta": [2.5, 4.0],
     "fwhm": {"g": [0.75, 1.05], "r": [0.65, 0.95], "i": [0.6, 0.9]},
     "shear_max": 0.05,
-    "shared_in_quad": False,
+    "shared": "none",
 }
 
 
@@ -220,8 +222,8 @@ def validate(raw: dict[str, Any], source: str = "<dict>") -> DatasetSpec:
         if fwhm[b][0] <= 0:
             raise BenchValueError(f"{source}: psf.fwhm.{b} must be > 0, got {fwhm[b]!r}")
     psf["fwhm"] = fwhm
-    if not isinstance(psf["shared_in_quad"], bool):
-        raise BenchTypeError(f"{source}: psf.shared_in_quad must be true or false, got {psf['shared_in_quad']!r}")
+    if psf["shared"] not in PSF_SHARING:
+        raise BenchValueError(f"{source}: unknown psf.shared {psf['shared']!r}; allowed: {', '.join(PSF_SHARING)}")
     if not 0 <= psf["shear_max"] < 0.3:
         raise BenchValueError(f"{source}: psf.shear_max must be in [0, 0.3), got {psf['shear_max']!r}")
     for key in ("bulge_color", "disk_color", "disk_size_color"):
