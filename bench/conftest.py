@@ -1,9 +1,13 @@
-"""Fixtures of the benchmark suite (``pytest bench/ --benchmark-json=FILE``).
+"""Fixtures and JSON additions of the benchmark suite (``pytest bench/ --benchmark-json=FILE``).
 
-The dataset (``--dataset``, default ``default``) is loaded once per session.
+The dataset (``--dataset``, default ``default``; up to ``paper``) is loaded once per session.
+The JSON gains ``deconvbench``: the dataset, library versions, the GPU if any, and every
+skipped benchmark with its reason, which the report lists.
 """
 
 import pytest
+
+_SKIPPED: list = []
 
 
 def pytest_addoption(parser):
@@ -15,3 +19,37 @@ def pytest_addoption(parser):
 def dataset(request):
     from bench.dataset import load_dataset
     return load_dataset(request.config.getoption("--dataset"), progress=False)
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and report.when in ("setup", "call"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _SKIPPED.append({"test": report.nodeid.split("::")[-1], "reason": reason.removeprefix("Skipped: ")})
+
+
+def _versions():
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for pkg in ("numpy", "scipy", "galsim", "pyfftw", "torch", "jax", "cupy-cuda12x", "scikit-image",
+                "array-api-compat", "pytest-benchmark"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    from bench.devices import cuda_unavailable_reason
+    gpu = None
+    if not cuda_unavailable_reason():
+        try:
+            import subprocess
+            gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            gpu = None
+    output_json["deconvbench"] = {
+        "dataset": config.getoption("--dataset"), "versions": _versions(), "gpu": gpu,
+        "gpu_unavailable_reason": cuda_unavailable_reason() or None, "skipped": list(_SKIPPED),
+    }

@@ -45,11 +45,31 @@ def _loop_per_5000(dataset, mode, rounds=3):
     return statistics.median(times) * N_REF / N_LOOP
 
 
+def _reference_workload():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((256, 256))
+    x = rng.standard_normal((512, 64, 64))
+    for _ in range(8):
+        a = a @ a.T / 256
+    np.fft.rfft2(x)
+    return float(a[0, 0])
+
+
+def test_reference_workload(benchmark):
+    """A fixed NumPy workload (matrix products and FFTs): bench.compare divides every time by it,
+    so runs on different machines compare."""
+    benchmark.pedantic(_reference_workload, rounds=7, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(method="reference-workload", framework="numpy", device="cpu",
+                                n_samples=N_REF, time_per_5000_s=benchmark.stats.stats.median,
+                                peak_memory_bytes=None, by_snr=[])
+
+
 def test_generate_dataset(benchmark):
     """Simulation throughput, g/r/i 48x48, both cores (goal: 5000 samples in under 60 s)."""
     spec = load_spec("default").with_overrides(n_quads=50)
     benchmark.pedantic(simulate, args=(spec,), kwargs={"progress": False}, rounds=2, iterations=1)
-    benchmark.extra_info.update(method="galsim-simulation", framework="numpy", device="cpu")
+    benchmark.extra_info.update(method="simulation", framework="galsim", device="cpu",
+                                peak_memory_bytes=None, by_snr=[])
     _per_5000(benchmark, spec.n_samples)
 
 
@@ -60,7 +80,8 @@ def test_galsim_reference_loop(benchmark, dataset, mode):
     benchmark.pedantic(galsim_metacal_loop, args=(img, psf), kwargs=dict(
         pixel_scale=dataset.spec.pixel_scale, rows=row, cols=col, psf_mode=mode),
         rounds=3, iterations=1)
-    benchmark.extra_info.update(method="galsim-loop", framework="galsim", device="cpu", psf=mode)
+    benchmark.extra_info.update(method=f"galsim-loop[{mode}]", framework="galsim", device="cpu", psf=mode,
+                                peak_memory_bytes=None, by_snr=[])
     _per_5000(benchmark, N_LOOP)
 
 
@@ -81,11 +102,13 @@ def test_metacal_fourier(benchmark, dataset, mode, device):
                              warmup_rounds=1)
     assert np.isfinite(out["R11"]).mean() > 0.99
     per_5000 = _per_5000(benchmark, n)
-    info = dict(method="fourier", framework="cupy" if device == "cuda" else "numpy", device=device, psf=mode)
+    info = dict(method=f"metacal[{mode}]", framework="cupy" if device == "cuda" else "numpy",
+                device=device, psf=mode, by_snr=[])
     if device == "cpu":
         tracemalloc.start()
         metacal(img, psf, **kwargs)
-        info["peak_host_memory_mib"] = tracemalloc.get_traced_memory()[1] / 2 ** 20
+        info["peak_memory_bytes"] = tracemalloc.get_traced_memory()[1]
+        info["peak_memory_kind"] = "host-traced"
         tracemalloc.stop()
     else:
         import cupy
@@ -93,7 +116,8 @@ def test_metacal_fourier(benchmark, dataset, mode, device):
         pool.free_all_blocks()
         metacal(img, psf, **kwargs)
         # the pool keeps every block it handed out, so what it holds after a call is that call's peak
-        info["peak_gpu_memory_mib"] = pool.total_bytes() / 2 ** 20
+        info["peak_memory_bytes"] = pool.total_bytes()
+        info["peak_memory_kind"] = "gpu-allocator"
     loop = _loop_per_5000(dataset, mode)
     info.update(galsim_loop_per_5000_s=loop, speedup_vs_galsim_loop=loop / per_5000)
     benchmark.extra_info.update(info)

@@ -1,0 +1,100 @@
+"""The regression gate: ``python -m bench.compare BASELINE CURRENT``.
+
+Compares two benchmark JSON files method by method and exits 1, naming each method
+and metric, when
+
+* time per 5000 samples got more than ``--time-threshold`` (25%) worse, after dividing
+  each run's times by its own ``reference-workload`` row, so runs on different machines
+  compare;
+* PSNR (all SNR) dropped by more than ``--psnr-drop`` (0.5 dB);
+* |m| (all SNR) grew by more than ``--m-sigma`` (3) combined standard errors.
+
+Exit 0 otherwise, printing the table either way; bad input exits 2. Methods present
+in only one file are listed but not judged.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+from .errors import BenchValueError
+from .report import load_run, reference_time, rows
+
+
+def compare(baseline: dict, current: dict, *, time_threshold: float = 0.25, psnr_drop: float = 0.5,
+            m_sigma: float = 3.0):
+    """(table, failures): a pandas table per method and a list of failure messages."""
+    import pandas as pd
+
+    b, c = rows(baseline), rows(current)
+    rb, rc = reference_time(b), reference_time(c)
+    if not rb or not rc:
+        raise BenchValueError("both files need the reference-workload benchmark "
+                              "(bench/test_bench_core.py::test_reference_workload) to normalise times")
+    b = b.drop_duplicates("method").set_index("method")
+    c = c.drop_duplicates("method").set_index("method")
+    out, failures = [], []
+    for method in sorted(set(b.index) | set(c.index)):
+        if method == "reference-workload":
+            continue
+        if method not in b.index or method not in c.index:
+            out.append({"method": method, "status": "only in " + ("current" if method in c.index else "baseline")})
+            continue
+        x, y = b.loc[method], c.loc[method]
+        row = {"method": method, "status": "ok"}
+        if _num(x.time_per_5000_s) and _num(y.time_per_5000_s):
+            ratio = (y.time_per_5000_s / rc) / (x.time_per_5000_s / rb)
+            row["time_ratio"] = ratio
+            if ratio > 1 + time_threshold:
+                failures.append(f"{method}: time per 5000 samples {100 * (ratio - 1):+.0f}% "
+                                f"(normalised; limit +{100 * time_threshold:.0f}%)")
+        if _num(x.psnr_db) and _num(y.psnr_db):
+            row["psnr_change_db"] = y.psnr_db - x.psnr_db
+            if x.psnr_db - y.psnr_db > psnr_drop:
+                failures.append(f"{method}: PSNR {x.psnr_db:.2f} -> {y.psnr_db:.2f} dB (limit -{psnr_drop} dB)")
+        if all(_num(v) for v in (x.m, x.m_err, y.m, y.m_err)):
+            sigma = math.hypot(x.m_err, y.m_err)
+            row["abs_m_change_sigma"] = (abs(y.m) - abs(x.m)) / sigma if sigma > 0 else 0.0
+            if abs(y.m) - abs(x.m) > m_sigma * sigma:
+                failures.append(f"{method}: |m| {abs(x.m):.4f} -> {abs(y.m):.4f} "
+                                f"(+{row['abs_m_change_sigma']:.1f} sigma; limit {m_sigma} sigma)")
+        if any(f.startswith(method + ":") for f in failures):
+            row["status"] = "REGRESSED"
+        out.append(row)
+    return pd.DataFrame(out), failures
+
+
+def _num(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def main(argv=None) -> int:
+    from .cli import make_parser
+    from .report import markdown_table
+
+    p = make_parser("python -m bench.compare", "Fail (exit 1) on speed, PSNR or shear-bias regressions.")
+    p.add_argument("baseline", help="baseline benchmark JSON (e.g. reports/baseline-ci.json)")
+    p.add_argument("current", help="current benchmark JSON")
+    p.add_argument("--time-threshold", type=float, default=0.25, help="allowed slow-down, fraction [0.25]")
+    p.add_argument("--psnr-drop", type=float, default=0.5, help="allowed PSNR drop, dB [0.5]")
+    p.add_argument("--m-sigma", type=float, default=3.0, help="allowed growth of |m|, in sigma [3]")
+    a = p.parse_args(argv)
+    for name in ("time_threshold", "psnr_drop", "m_sigma"):
+        v = getattr(a, name)
+        if not (math.isfinite(v) and v > 0):
+            raise BenchValueError(f"--{name.replace('_', '-')} must be a positive number, got {v!r}")
+    table, failures = compare(load_run(a.baseline), load_run(a.current), time_threshold=a.time_threshold,
+                              psnr_drop=a.psnr_drop, m_sigma=a.m_sigma)
+    print(markdown_table(table))
+    if failures:
+        print("\nREGRESSIONS:\n" + "\n".join(f"- {f}" for f in failures))
+        return 1
+    print("\nno regressions")
+    return 0
+
+
+if __name__ == "__main__":
+    from .cli import run_cli
+
+    sys.exit(run_cli(main, prog="python -m bench.compare"))

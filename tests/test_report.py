@@ -1,0 +1,94 @@
+"""bench.report and the regression gate bench.compare on synthetic benchmark files."""
+
+import copy
+import json
+
+import pytest
+
+from conftest import run_module
+
+
+def _row(method, time, psnr=None, m=None, m_err=None):
+    by = [{"snr_bin": 0, "snr_lo": 10, "snr_hi": 40, "n": 8, "psnr_db": psnr, "ssim": 0.8 if psnr else None,
+           "m": m, "m_err": m_err, "c": 0.0, "c_err": 1e-3},
+          {"snr_bin": "all", "snr_lo": 10, "snr_hi": 40, "n": 8, "psnr_db": psnr, "ssim": 0.8 if psnr else None,
+           "m": m, "m_err": m_err, "c": 0.0, "c_err": 1e-3}]
+    return {"name": f"test[{method}]", "stats": {"median": time},
+            "extra_info": {"method": method, "framework": "numpy", "device": "cpu", "n_samples": 5000,
+                           "time_per_5000_s": time, "peak_memory_bytes": 2 ** 20, "by_snr": by}}
+
+
+BASE = {"machine_info": {"cpu": {"brand_raw": "test cpu", "count": 2}, "python_version": "3.11"},
+        "datetime": "2026-11-22", "deconvbench": {"dataset": "smoke", "versions": {"numpy": "2"},
+                                                  "skipped": [{"test": "test_method[x]", "reason": "no GPU"}]},
+        "benchmarks": [_row("reference-workload", 0.05), _row("galsim-loop[dilate]", 80.0),
+                       _row("wiener-fftw", 0.4, psnr=31.0), _row("fourier+metacal", 1.5, m=0.001, m_err=0.002)]}
+
+
+def _write(tmp_path, name, data):
+    p = tmp_path / name
+    p.write_text(json.dumps(data))
+    return p
+
+
+def _scaled(factor_method, factor_ref=1.0, **changes):
+    d = copy.deepcopy(BASE)
+    for b in d["benchmarks"]:
+        e = b["extra_info"]
+        if e["method"] == "reference-workload":
+            e["time_per_5000_s"] *= factor_ref
+        else:
+            e["time_per_5000_s"] *= factor_method
+        for k, v in changes.get(e["method"], {}).items():
+            for r in e["by_snr"]:
+                r[k] = v
+    return d
+
+
+def test_gate_passes_on_same_and_normalises_machines(tmp_path):
+    base = _write(tmp_path, "base.json", BASE)
+    # a machine twice as slow everywhere, reference workload included: no regression
+    cur = _write(tmp_path, "cur.json", _scaled(2.0, 2.0))
+    r = run_module("bench.compare", base, cur)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "no regressions" in r.stdout
+
+
+@pytest.mark.parametrize("data,words", [
+    (_scaled(1.4), "time per 5000"),
+    (_scaled(1.0, **{"wiener-fftw": {"psnr_db": 30.2}}), "PSNR"),
+    (_scaled(1.0, **{"fourier+metacal": {"m": 0.02}}), "|m|"),
+])
+def test_gate_fails_naming_method_and_metric(tmp_path, data, words):
+    r = run_module("bench.compare", _write(tmp_path, "b.json", BASE), _write(tmp_path, "c.json", data))
+    assert r.returncode == 1
+    assert words in r.stdout and "REGRESSIONS" in r.stdout
+
+
+def test_gate_threshold_is_configurable(tmp_path):
+    r = run_module("bench.compare", _write(tmp_path, "b.json", BASE), _write(tmp_path, "c.json", _scaled(1.4)),
+                   "--time-threshold", "0.5")
+    assert r.returncode == 0
+
+
+def test_bad_files_exit_2(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("not json")
+    for args, words in (([bad, bad], "not a benchmark JSON"), ([tmp_path / "none.json", bad], "not found")):
+        r = run_module("bench.compare", *args)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr
+    out = tmp_path / "rep"
+    r = run_module("bench.report", bad, "--out", out)
+    assert r.returncode == 2 and not out.exists()
+
+
+def test_report_writes_md_and_self_contained_html(tmp_path):
+    a = _write(tmp_path, "cpu.json", BASE)
+    b = _write(tmp_path, "gpu.json", _scaled(0.1))
+    out = tmp_path / "rep"
+    r = run_module("bench.report", a, b, "--out", out, "--no-gallery")
+    assert r.returncode == 0, r.stderr
+    md = (out / "report.md").read_text()
+    assert "Side by side" in md and "wiener-fftw" in md and "no GPU" in md and "test cpu" in md
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3
