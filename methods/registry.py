@@ -167,10 +167,14 @@ def check_batch(image, psf, noise_sigma=None, *, xp=None):
         raise BenchValueError(f"psf has {psf.shape[1]} bands but image has {image.shape[1]}")
     if psf.shape[2:] != image.shape[2:]:
         raise BenchValueError(f"psf stamps are {tuple(psf.shape[2:])} but image stamps are {tuple(image.shape[2:])}")
+    from bench.metacal import to_numpy
+
     flat = psf.reshape(psf.shape[0] * psf.shape[1], -1)
-    zero = (xp.einsum("ij,ij->i", flat, flat) == 0).reshape(psf.shape[:2])   # no temporary
+    # einsum needs no temporary where the array module has it (NumPy, CuPy)
+    power = xp.einsum("ij,ij->i", flat, flat) if hasattr(xp, "einsum") else xp.sum(flat * flat, axis=1)
+    zero = power.reshape(tuple(psf.shape[:2])) == 0
     if bool(xp.any(zero)):
-        i = [int(v) for v in np.argwhere(np.asarray(zero.get() if hasattr(zero, "get") else zero))[0]]
+        i = [int(v) for v in np.argwhere(to_numpy(zero))[0]]
         raise BenchValueError(f"psf of object {i[0]} band {i[1]} is all zero")
     if noise_sigma is not None:
         if tuple(noise_sigma.shape) != tuple(image.shape[:2]):
