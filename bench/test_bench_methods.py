@@ -75,6 +75,8 @@ def _measure_peak(fn, framework):
     if gpu is not None:
         fn()
         return int(gpu()), "gpu-allocator"
+    if framework != "numpy":
+        return None, "not measured: tracemalloc does not see torch's or JAX's CPU allocator"
     tracemalloc.start()
     try:
         fn()
