@@ -214,3 +214,22 @@ def zero_pad(x, m: int, xp):
     out = xp.zeros(x.shape[:-2] + (m, m), dtype=x.dtype)
     out[..., :n, :n] = x
     return out
+
+
+def prepare_batch(image, psf, noise_sigma, backend: str | None):
+    """The FFT back-end and a validated (N, B, n, n) batch as (N*B, n, n) stamps.
+
+    Returns ``(backend, xp, shape, dtype, img, psf, sigma)``: the input's float dtype
+    (float64 for other dtypes) is kept, so outputs can be returned in it.
+    """
+    from .registry import check_batch
+
+    be = get_backend(backend or default_cpu_backend())
+    xp = be.xp
+    check_batch(image, psf, noise_sigma, xp=xp)
+    N, B, n, _ = image.shape
+    dtype = image.dtype if image.dtype in (xp.float32, xp.float64) else xp.float64
+    img = image.reshape(N * B, n, n).astype(dtype, copy=False)
+    ps = psf.reshape(N * B, n, n).astype(dtype, copy=False)
+    sig = noise_sigma.reshape(N * B).astype(dtype, copy=False)
+    return be, xp, (N, B, n), dtype, img, ps, sig

@@ -27,10 +27,17 @@ import math
 from bench.errors import BenchValueError
 from bench.fourier import padded_size
 
-from .fft import centred_transfer, default_cpu_backend, get_backend, zero_pad
-from .registry import Method, check_batch, register
+from .fft import centred_transfer, prepare_batch, zero_pad
+from .registry import Method, register
 
 TINY = 1e-12
+
+
+def _check_settings(iterations, background):
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise BenchValueError(f"iterations must be an integer >= 1, got {iterations!r}")
+    if not (isinstance(background, (int, float)) and math.isfinite(background) and background >= 0):
+        raise BenchValueError(f"background must be a finite number >= 0, got {background!r}")
 
 
 def richardson_lucy(image, psf, noise_sigma, *, iterations: int = 30, background: float = 3.0,
@@ -66,21 +73,12 @@ def richardson_lucy(image, psf, noise_sigma, *, iterations: int = 30, background
     array, shape (N, B, n, n)
         Same array module and dtype as *image*.
     """
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise BenchValueError(f"iterations must be an integer >= 1, got {iterations!r}")
-    if not (isinstance(background, (int, float)) and math.isfinite(background) and background >= 0):
-        raise BenchValueError(f"background must be a finite number >= 0, got {background!r}")
+    _check_settings(iterations, background)
     if init != "flat" and not (isinstance(init, (int, float)) and math.isfinite(init) and init > 0):
         raise BenchValueError(f"init must be 'flat' or a positive number, got {init!r}")
-    be = get_backend(backend or default_cpu_backend())
-    xp = be.xp
-    check_batch(image, psf, noise_sigma, xp=xp)
-    N, B, n, _ = image.shape
+    be, xp, (N, B, n), dtype, img, ps, sig = prepare_batch(image, psf, noise_sigma, backend)
     m = padded_size(n) if pad else n
-    dtype = image.dtype if image.dtype in (xp.float32, xp.float64) else xp.float64
-    img = image.reshape(N * B, n, n).astype(dtype, copy=False)
-    ps = psf.reshape(N * B, n, n).astype(dtype, copy=False)
-    ped = (background * noise_sigma.reshape(N * B)).astype(dtype, copy=False)[:, None, None]
+    ped = (background * sig)[:, None, None]
     out = xp.empty_like(img)
 
     def run(sl, fft):
@@ -123,10 +121,7 @@ class RichardsonLucy(Method):
     description = "Richardson-Lucy with a noise pedestal, flux-conserving (pyFFTW or scipy.fft)"
 
     def __init__(self, iterations: int = 30, background: float = 3.0):
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-            raise BenchValueError(f"iterations must be an integer >= 1, got {iterations!r}")
-        if not (isinstance(background, (int, float)) and math.isfinite(background) and background >= 0):
-            raise BenchValueError(f"background must be a finite number >= 0, got {background!r}")
+        _check_settings(iterations, background)
         self.iterations, self.background = iterations, float(background)
 
     def deconvolve(self, image, psf, noise_sigma):

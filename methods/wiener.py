@@ -32,8 +32,8 @@ import numpy as np
 from bench.devices import module_missing
 from bench.errors import BenchValueError, unknown_name
 
-from .fft import centred_transfer, default_cpu_backend, get_backend
-from .registry import Method, check_batch, register
+from .fft import centred_transfer, default_cpu_backend, prepare_batch
+from .registry import Method, register
 
 REGULARISERS = ("nsr", "laplacian")
 SIGNAL_FLOOR = 1e-3
@@ -74,6 +74,13 @@ def laplacian_transfer(n: int) -> np.ndarray:
     return np.fft.rfft2(lap)
 
 
+def _check_settings(strength, regulariser):
+    if not (isinstance(strength, (int, float)) and math.isfinite(strength) and strength > 0):
+        raise BenchValueError(f"strength must be a finite number > 0, got {strength!r}")
+    if regulariser not in REGULARISERS:
+        raise unknown_name("regulariser", regulariser, REGULARISERS)
+
+
 def wiener(image, psf, noise_sigma, *, strength: float = 0.5, regulariser: str = "nsr",
            backend: str | None = None, chunk: int = 256):
     """Wiener deconvolution of a batch.
@@ -101,18 +108,9 @@ def wiener(image, psf, noise_sigma, *, strength: float = 0.5, regulariser: str =
     array, shape (N, B, n, n)
         The deconvolved stamps, same array module and dtype as *image*.
     """
-    if not (isinstance(strength, (int, float)) and math.isfinite(strength) and strength > 0):
-        raise BenchValueError(f"strength must be a finite number > 0, got {strength!r}")
-    if regulariser not in REGULARISERS:
-        raise unknown_name("regulariser", regulariser, REGULARISERS)
-    be = get_backend(backend or default_cpu_backend())
-    xp = be.xp
-    check_batch(image, psf, noise_sigma, xp=xp)
-    N, B, n, _ = image.shape
-    dtype = image.dtype if image.dtype in (xp.float32, xp.float64) else xp.float64
-    img = image.reshape(N * B, n, n).astype(dtype, copy=False)
-    ps = psf.reshape(N * B, n, n).astype(dtype, copy=False)
-    sig2 = (noise_sigma.reshape(N * B).astype(dtype, copy=False)) ** 2 * (n * n)
+    _check_settings(strength, regulariser)
+    be, xp, (N, B, n), dtype, img, ps, sig = prepare_batch(image, psf, noise_sigma, backend)
+    sig2 = sig ** 2 * (n * n)
     if regulariser == "nsr":
         rings = tuple(xp.asarray(a) for a in _rings(n))
     else:
@@ -143,10 +141,7 @@ class _Wiener(Method):
     description = "Wiener filter, N/S from the noise and the ring-averaged periodogram"
 
     def __init__(self, strength: float = 0.5, regulariser: str = "nsr"):
-        if not (isinstance(strength, (int, float)) and math.isfinite(strength) and strength > 0):
-            raise BenchValueError(f"strength must be a finite number > 0, got {strength!r}")
-        if regulariser not in REGULARISERS:
-            raise unknown_name("regulariser", regulariser, REGULARISERS)
+        _check_settings(strength, regulariser)
         self.strength = float(strength)
         self.regulariser = regulariser
 
