@@ -25,13 +25,15 @@ def centered_psf_ft(psf: np.ndarray, m: int) -> np.ndarray:
     with the PSF centred on ``(n - 1) / 2``, without the half-pixel shift that
     placing an even-sized kernel on the grid would otherwise introduce.
     """
-    n = psf.shape[-1]
+    return sfft.rfft2(psf, s=(m, m)) * centring_phase(psf.shape[-1], m)
+
+
+def centring_phase(n: int, m: int) -> np.ndarray:
+    """(m, m // 2 + 1) phase that refers the rFFT of an n x n kernel on an m x m grid to (n - 1) / 2."""
     c = (n - 1) / 2.0
-    ft = sfft.rfft2(psf, s=(m, m))
     ky = 2 * np.pi * sfft.fftfreq(m)
     kx = 2 * np.pi * sfft.rfftfreq(m)
-    phase = np.exp(1j * c * (ky[:, None] + kx[None, :]))
-    return ft * phase
+    return np.exp(1j * c * (ky[:, None] + kx[None, :]))
 
 
 def convolve(image: np.ndarray, psf: np.ndarray) -> np.ndarray:

@@ -200,6 +200,7 @@ class _Frame:
     W: dict = field(default_factory=dict)        # type -> (Qb*Qa, 4) moment kernels
     ksq: dict = field(default_factory=dict)      # type -> (Qb, Qa) |S^-1 q|^2
     Sinv: dict = field(default_factory=dict)     # type -> 2x2 inverse shear matrix
+    _mats: dict = field(default_factory=dict)    # (sa, sb) -> matrices, built once per plan
 
     def rotate_out(self, ka, kb):
         """Frame components -> pixel axes (x, y)."""
@@ -223,6 +224,8 @@ class _Frame:
         Returns (cos(sa qa pa_even), sin(sa qa pa_odd), cos(sb qb pb_even), sin(sb qb pb_odd))
         with shapes (na_even, Qa), (na_odd, Qa), (Qb+, nb_even), (Qb+, nb_odd).
         """
+        if (sa, sb) in self._mats:
+            return self._mats[sa, sb]
         out = []
         qb = self.qb[:len(self.qa)]                        # the qb >= 0 half
         for p in self.parts:
@@ -230,6 +233,7 @@ class _Frame:
             be, bo = _fold_positions(p.pb)
             out.append((np.cos(np.outer(ae, sa * self.qa)), np.sin(np.outer(ao, sa * self.qa)),
                         np.cos(np.outer(sb * qb, be)), np.sin(np.outer(sb * qb, bo))))
+        self._mats[sa, sb] = out
         return out
 
 
@@ -456,9 +460,6 @@ def _metacal_chunk(xp, dev, frames, image, psf, x0, y0, cfg: MetacalConfig, scal
     offset = bool(np.any(x0 != 0) or np.any(y0 != 0))
     moments = {}
     for fr in frames:
-        qa = xp.asarray(fr.qa, device=dev)
-        qb = xp.asarray(fr.qb, device=dev)
-
         def mats(sa=1.0, sb=1.0):
             return [tuple(xp.asarray(m, device=dev, dtype=image.dtype) for m in pair) for pair in fr.matrices(sa, sb)]
 

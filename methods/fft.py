@@ -195,15 +195,13 @@ def centred_transfer(psf, backend, size: int | None = None):
     :func:`bench.fourier.padded_size`, gives linear convolution. The convention is that of
     :func:`bench.fourier.centered_psf_ft`, on the back-end's array module.
     """
+    from bench.fourier import centring_phase
+
     xp = backend.xp
     n = psf.shape[-1]
     m = size or n
-    c = (n - 1) / 2.0
-    ky = 2 * np.pi * np.fft.fftfreq(m)
-    kx = 2 * np.pi * np.fft.rfftfreq(m)
-    phase = np.exp(1j * c * (ky[:, None] + kx[None, :]))
     H = backend.rfft2(zero_pad(psf, m, xp))
-    return H * xp.asarray(phase.astype(H.dtype))
+    return H * xp.asarray(centring_phase(n, m).astype(H.dtype))
 
 
 def zero_pad(x, m: int, xp):

@@ -20,13 +20,14 @@ DEFAULT_CHECKPOINT = WEIGHTS_DIR / "dwdn-small.safetensors"
 
 def save(path, model, *, optimizer=None, state: dict | None = None) -> None:
     """Write a checkpoint atomically (temporary file, then rename)."""
+    import torch
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if optimizer is not None:
         for i, st in optimizer.state_dict()["state"].items():
             for k, v in st.items():
-                t = v if hasattr(v, "detach") else __import__("torch").tensor(v)
+                t = v if torch.is_tensor(v) else torch.tensor(v)
                 tensors[f"optim.{i}.{k}"] = t.detach().contiguous().cpu()
     meta = {"config": json.dumps(model.cfg.to_dict()), "state": json.dumps(state or {})}
     path = Path(path)

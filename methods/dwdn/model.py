@@ -107,19 +107,11 @@ class UNet(nn.Module):
 
 def centred_transfer(psf: torch.Tensor) -> torch.Tensor:
     """rFFT of psf (..., n, n) on the n x n grid, phase-referenced to the true centre (n - 1) / 2."""
+    from bench.fourier import centring_phase
+
     n = psf.shape[-1]
-    c = (n - 1) / 2.0
-    ky = 2 * math.pi * torch.fft.fftfreq(n, device=psf.device, dtype=torch.float64)
-    kx = 2 * math.pi * torch.fft.rfftfreq(n, device=psf.device, dtype=torch.float64)
-    phase = torch.polar(torch.ones(n, n // 2 + 1, dtype=torch.float64, device=psf.device),
-                        c * (ky[:, None] + kx[None, :]))
-    return torch.fft.rfft2(psf) * phase.to(torch.complex64 if psf.dtype != torch.float64 else torch.complex128)
-
-
-def _ring_index(n: int, device):
-    ky = torch.fft.fftfreq(n, device=device) * n
-    kx = torch.fft.rfftfreq(n, device=device) * n
-    return torch.round(torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)).long()
+    H = torch.fft.rfft2(psf)
+    return H * torch.as_tensor(centring_phase(n, n), device=psf.device).to(H.dtype)
 
 
 class DWDN(nn.Module):
@@ -140,7 +132,8 @@ class DWDN(nn.Module):
             extra = cfg.bands if s > 0 else 0
             self.refine.append(UNet(cin + extra, cfg.bands, cfg.widths, cfg.blocks, k))
         n = cfg.stamp_size
-        self.register_buffer("ring", _ring_index(n, "cpu"), persistent=False)
+        from methods.wiener import _rings
+        self.register_buffer("ring", torch.as_tensor(_rings(n)[0]).reshape(n, n // 2 + 1), persistent=False)
         onehot = F.one_hot(self.ring.reshape(-1)).float()
         self.register_buffer("ring_avg", onehot / onehot.sum(0), persistent=False)   # ring means by GEMM
         ky = 2 * math.pi * torch.fft.fftfreq(n)
