@@ -46,6 +46,10 @@ Flags (bit values in the ``flags`` output)
 2  PSF sums to zero or less
 4  PSF transform vanishes where the weight needs it (deconvolution undefined)
 8  weighted flux or T not positive in some type (moments undefined)
+16 |e| >= 1 in some type: no positive image has such weighted moments, so the weighted
+   stamp is dominated by noise (at SNR ~10, in the faint bands). Values are kept. Shear
+   estimators drop the whole quad of a flagged object, +g and -g alike, so the cut
+   selects galaxies without favouring either shear sign.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ FLAG_NONFINITE = 1
 FLAG_PSF_ZERO = 2
 FLAG_PSF_VANISHES = 4
 FLAG_BAD_MOMENTS = 8
+FLAG_NOT_POSITIVE = 16
 
 
 @dataclass(frozen=True)
@@ -506,6 +511,7 @@ def _metacal_chunk(xp, dev, frames, image, psf, x0, y0, cfg: MetacalConfig, scal
             res[f"{t}_e1"] = np.where(okm, (mxx - myy) / T, np.nan)
             res[f"{t}_e2"] = np.where(okm, 2 * mxy / T, np.nan)
             res[f"{t}_T"] = np.where(okm, T / m0 * scale * scale, np.nan)
+        flags[okm & (np.hypot(res[f"{t}_e1"], res[f"{t}_e2"]) >= 1)] |= FLAG_NOT_POSITIVE
     res["flags"] = flags
     return res
 
@@ -688,6 +694,14 @@ def main(argv=None) -> int:
     p.add_argument("--step", type=float, default=0.01, help="shear step [0.01]")
     p.add_argument("--weight-fwhm", type=float, default=1.2, help="moment weight FWHM, arcsec [1.2]")
     p.add_argument("--device", default="cpu", help="cpu or cuda [cpu]")
+    p.add_argument("--workers", type=int, default=None,
+                   help="run on a local Dask cluster of this many worker processes [one process, no Dask]")
+    p.add_argument("--scheduler", default=None, help="run on the Dask scheduler at tcp://HOST:PORT")
+    p.add_argument("--shard-size", type=int, default=None,
+                   help="samples per Dask task, a multiple of 4 [4096]")
+    p.add_argument("--work-dir", default=None,
+                   help="where Dask shards are kept until the output is written; an interrupted run "
+                        "started again with the same input and options continues there [OUT.parts]")
     a = p.parse_args(argv)
 
     from methods import get_method, get_method_class
@@ -704,25 +718,69 @@ def main(argv=None) -> int:
             raise BenchValueError(f"--device cuda is unavailable here: {why}")
     d = _load_input(a.input)
     _validate_input(d)
+    if a.workers is not None or a.scheduler:
+        return _main_distributed(a, d, cfg)
+    if a.shard_size is not None or a.work_dir is not None:
+        raise BenchValueError("--shard-size and --work-dir need --workers or --scheduler")
     if a.device == "cuda":
         import cupy
         d["image"], d["psf"] = cupy.asarray(d["image"]), cupy.asarray(d["psf"])
     deconvolved = None
     if cls.produces_image:
+        from methods.registry import deconvolve_numpy
+
         method = get_method(a.method, device=a.device)
         img4 = d["image"] if d["image"].ndim == 4 else d["image"][:, None]
         psf4 = d["psf"] if d["psf"].ndim == 4 else d["psf"][:, None]
-        ns = np.asarray(d["noise_sigma"], dtype=np.float64)
+        ns = np.asarray(d["noise_sigma"], dtype=img4.dtype)
         ns = ns if ns.ndim == 2 else ns[:, None]
-        deconvolved = method.deconvolve(img4, psf4, ns).reshape(d["image"].shape)
+        deconvolved = deconvolve_numpy(method, to_numpy(img4), to_numpy(psf4), ns,
+                                       device=a.device).reshape(d["image"].shape)
     out = metacal(d["image"], d["psf"], pixel_scale=float(d["pixel_scale"]), row=d.get("row"),
                   col=d.get("col"), config=cfg, deconvolved=deconvolved)
+    _write_output(a, out)
+    return 0
+
+
+def _write_output(a, out) -> None:
+    import os
+
     nflag = int(np.count_nonzero(out["flags"]))
     tmp = a.out + ".tmp.npz"
     np.savez(tmp, **out)
     os.replace(tmp, a.out)
     print(f"metacal ({a.method}, {a.psf}): {out['flags'].size} objects, {nflag} flagged, "
           f"{float(out['time_s']):.3f} s -> {a.out}")
+
+
+def _main_distributed(a, d, cfg) -> int:
+    """The same computation as shards on Dask: the input becomes a chunked HDF5 file the workers read."""
+    import shutil
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from .distributed import SHARD_SIZE, connect, gather_outputs, run_shards, shard_bounds, write_h5
+
+    if a.workers is not None and a.scheduler:
+        raise BenchValueError("give --workers or --scheduler, not both")
+    shard = SHARD_SIZE if a.shard_size is None else a.shard_size
+    shard_bounds(len(d["image"]), shard)                          # validates the size before any work
+    work = Path(a.work_dir or a.out + ".parts")
+    work.mkdir(parents=True, exist_ok=True)
+    source = work / "input.h5"
+    if not source.exists():
+        write_h5(source, {k: v for k, v in d.items() if k in ("image", "psf", "noise_sigma", "row", "col",
+                                                                "pixel_scale")})
+    kwargs = {k: v for k, v in asdict(cfg).items() if k not in ("chunk", "psf")}
+    kwargs["psf_mode"] = cfg.psf        # "psf" would collide with metacal's psf argument
+    client = connect(a.scheduler, a.workers, device=a.device)
+    try:
+        paths = run_shards(client, source, len(d["image"]), work / "shards", shard_size=shard,
+                           metacal_kwargs=kwargs, method=a.method, device=a.device)
+    finally:
+        client.close()
+    _write_output(a, gather_outputs(paths))
+    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

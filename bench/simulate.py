@@ -16,6 +16,9 @@ Forward model (exact, by construction)::
 * Noise is Gaussian with one sigma per object shared by all bands, set so the
   matched-filter SNR of the noiseless stack, ``sqrt(sum(noiseless**2)) / sigma``,
   equals the drawn target. The +g and -g members of a pair share the noise field.
+  With ``noise_pairing = "antithetic"`` the 90-degree pair uses minus the 90-degree
+  rotation of the 0-degree pair's field, and the rotated sub-pixel offset: the part of
+  the metacal response that is linear in the noise then cancels within the quad.
 
 Quads: sample ``4 q + 2 r + s`` is galaxy q rotated by ``90 r`` degrees and sheared
 by ``(+g, 0)`` for s = 0 or ``(-g, 0)`` for s = 1.
@@ -60,11 +63,11 @@ def _simulate_quads(args) -> dict[str, np.ndarray]:
     n, scale, B = spec.stamp_size, spec.pixel_scale, len(spec.bands)
     gal_p, psf_p = spec.galaxy, spec.psf
     bins = spec.snr_bins
-    nb = len(bins) - 1
+    quad_bin = spec.quad_bins()
     out = {k: [] for k in ARRAYS}
     for q in range(q0, q1):
         rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(q,)))
-        ibin = q % nb
+        ibin = int(quad_bin[q])
         target = math.exp(rng.uniform(math.log(bins[ibin]), math.log(bins[ibin + 1])))
         hlr_d = rng.uniform(*gal_p["hlr_disk"])
         hlr_b = hlr_d * rng.uniform(*gal_p["bulge_size_ratio"])
@@ -75,6 +78,13 @@ def _simulate_quads(args) -> dict[str, np.ndarray]:
         for r in range(2):
             off = rng.uniform(-gal_p["offset_max"], gal_p["offset_max"], size=2)  # (dx, dy) px
             z = rng.standard_normal((B, n, n))                                   # shared by +g/-g
+            if r == 0:
+                off0, z0 = off, z
+            elif spec.noise_pairing == "antithetic":
+                # GalSim's rotate() is counter-clockwise in (x, y) with y along rows; so is
+                # rot90(k=-1) on [row, col] arrays. Minus the field flips the linear terms.
+                off = np.array([-off0[1], off0[0]])
+                z = -np.rot90(z0, k=-1, axes=(-2, -1))
             psfs = []
             for s in range(2):
                 beta = rng.uniform(*psf_p["beta"])
@@ -191,7 +201,10 @@ def simulate(spec: DatasetSpec, *, workers: int | None = None, progress: bool = 
             handle(_simulate_quads(t))
     else:
         import multiprocessing as mp
-        ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
+        # workers start from a clean server process, not a fork of this one: a fork copies no
+        # threads, so locks held by JAX's, torch's or FFTW's threads here could deadlock it
+        methods = mp.get_all_start_methods()
+        ctx = mp.get_context("forkserver" if "forkserver" in methods else None)
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             for res in pool.map(_simulate_quads, tasks):  # map keeps the order
                 handle(res)

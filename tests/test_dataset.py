@@ -22,6 +22,45 @@ def test_shapes_and_quads(smoke):
     assert np.abs(diff).max() < 1e-5 * np.abs(smoke["image"]).max()
 
 
+def test_antithetic_noise_pairing(smoke):
+    """The 90-degree pair's noise is minus the rotated noise of the 0-degree pair, offsets rotate too."""
+    assert smoke.spec.noise_pairing == "antithetic"
+    z = (smoke["image"].astype(np.float64) - smoke["noiseless"]) / smoke["noise_sigma"][:, :, None, None]
+    z0, z90 = z[0::4], z[2::4]
+    np.testing.assert_allclose(z90, -np.rot90(z0, k=-1, axes=(-2, -1)), atol=1e-3)
+    c = 23.5
+    np.testing.assert_allclose(smoke["col"][2::4] - c, -(smoke["row"][0::4] - c), atol=1e-12)
+    np.testing.assert_allclose(smoke["row"][2::4] - c, smoke["col"][0::4] - c, atol=1e-12)
+    # independent pairing draws the 90-degree field afresh (same random stream otherwise)
+    indep = simulate(smoke.spec.with_overrides(noise_pairing="independent", n_quads=2), workers=1,
+                     progress=False)
+    zi = (indep["image"].astype(np.float64) - indep["noiseless"]) / indep["noise_sigma"][:, :, None, None]
+    np.testing.assert_allclose(zi[0::4], z0[:2], atol=1e-3)
+    assert np.abs(zi[2::4] + np.rot90(zi[0::4], k=-1, axes=(-2, -1))).max() > 1
+
+
+def test_snr_bin_weights_share_and_interleave():
+    spec = load_spec("smoke").with_overrides(n_quads=110, snr_bin_weights=[8, 1, 1, 1])
+    b = spec.quad_bins()
+    assert np.bincount(b).tolist() == [80, 10, 10, 10]
+    assert np.bincount(b[:22], minlength=4).tolist() == [16, 2, 2, 2]      # any prefix has the mix
+    equal = load_spec("smoke").with_overrides(n_quads=10)
+    assert equal.quad_bins().tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    d = simulate(spec.with_overrides(n_quads=10), workers=1, progress=False)
+    assert d["snr_bin"][::4].tolist() == b[:10].tolist()
+    lo, hi = np.array(spec.snr_bins)[d["snr_bin"]], np.array(spec.snr_bins)[d["snr_bin"] + 1]
+    assert ((d["target_snr"] >= lo) & (d["target_snr"] <= hi)).all()
+
+
+def test_keys_added_later_keep_old_cache_keys():
+    """noise_pairing and snr_bin_weights at their old defaults leave a spec's digest unchanged."""
+    s = load_spec("train")
+    assert s.noise_pairing == "independent" and s.snr_bin_weights is None
+    assert s.digest() == s.with_overrides(noise_pairing="independent").digest()
+    assert s.digest() != s.with_overrides(noise_pairing="antithetic").digest()
+    assert s.digest() != s.with_overrides(snr_bin_weights=[2, 1, 1, 1]).digest()
+
+
 def test_psf_normalised_and_centred(smoke):
     psf = smoke["psf"].astype(np.float64)
     np.testing.assert_allclose(psf.sum(axis=(2, 3)), 1.0, rtol=1e-5)
@@ -108,6 +147,9 @@ BAD_SPECS = [
     ({"stamp_size": 47}, "stamp_size"),
     ({"bands": ["g", "q"]}, "'q'"),
     ({"psf": {"model": "airy"}}, "airy"),
+    ({"snr_bin_weights": [1, 2]}, "snr_bin_weights must be a list of 4 numbers"),
+    ({"snr_bin_weights": [1, 0, 1, 1]}, "snr_bin_weights must all be > 0, got [1, 0, 1, 1]"),
+    ({"noise_pairing": "mirrored"}, "unknown noise_pairing 'mirrored'; allowed: independent, antithetic"),
 ]
 
 
@@ -142,4 +184,6 @@ def test_named_specs_validate():
     for name in ("smoke", "default", "paper"):
         s = load_spec(name)
         assert s.bands == ("g", "r", "i") and s.stamp_size == 48
+        assert s.noise_pairing == "antithetic"
     assert load_spec("paper").n_samples == 100_000
+    assert load_spec("default").n_samples == 11_000

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from bench.metacal import (FWHM_TO_SIGMA, TYPES, gauss_target_sigma, metacal, shear_matrix,
-                           shears)
+from bench.metacal import (FLAG_NOT_POSITIVE, FWHM_TO_SIGMA, TYPES, gauss_target_sigma, metacal,
+                           shear_matrix, shears)
 
 
 @pytest.mark.parametrize("mode", ["dilate", "gauss"])
@@ -83,6 +83,22 @@ def test_bad_object_is_flagged_not_fatal(reference):
     assert out["flags"][0] == 0 and out["flags"][3] == 0
     assert out["flags"][1] & 1 and out["flags"][2] & 2
     assert np.isnan(out["noshear_e1"][1]) and np.isfinite(out["noshear_e1"][3])
+
+
+def test_noise_dominated_moments_are_flagged():
+    """|e| >= 1 (no positive image has such weighted moments) sets flag 16 and keeps the values."""
+    n = 48
+    y, x = np.mgrid[:n, :n] - (n - 1) / 2
+
+    def gauss(sx, sy):
+        return np.exp(-x ** 2 / (2 * sx ** 2) - y ** 2 / (2 * sy ** 2))
+
+    psf = gauss(1.2, 1.2) / gauss(1.2, 1.2).sum()
+    # an x-elongated galaxy minus a y-elongated dip: positive flux and T, but Mvv < 0
+    img = np.stack([gauss(4, 1.5), gauss(4, 1.5) - 0.5 * gauss(1.5, 4)])
+    out = metacal(img, np.stack([psf, psf]), pixel_scale=0.2)
+    assert out["flags"][0] == 0 and 0 < out["noshear_e1"][0] < 1
+    assert out["flags"][1] == FLAG_NOT_POSITIVE and out["noshear_e1"][1] > 1
 
 
 def test_chunking_and_precision_do_not_change_results(reference):
