@@ -8,7 +8,7 @@ from .registry import (ENTRY_POINT_GROUP, Method, get_method, get_method_class, 
                        register)
 
 # Built-in methods register on import; heavy frameworks are imported inside them only when run.
-from . import dwdn, fourier, richardson_lucy, wiener  # noqa: E402,F401
+from . import dwdn, fourier, resnet_jax, richardson_lucy, wiener  # noqa: E402,F401
 
 __all__ = ["Method", "register", "list_methods", "get_method", "get_method_class",
            "ENTRY_POINT_GROUP"]

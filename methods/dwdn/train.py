@@ -16,16 +16,8 @@ every epoch; ``--resume`` continues from it. The model card is written at the en
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
-
-
-def _split(ds, val_fraction):
-    import numpy as np
-    q = np.asarray(ds["quad_id"])
-    cut = np.quantile(np.unique(q), 1 - val_fraction)
-    return np.nonzero(q <= cut)[0], np.nonzero(q > cut)[0]
 
 
 def _tensors(ds, idx):
@@ -62,18 +54,17 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     from bench.dataset import cache_key, load_dataset
     from bench.errors import BenchValueError
     from methods.losses import astro_loss, l1_loss
+    from methods.training import hardware, split_quads
 
     from . import checkpoint as ck
     from .model import DWDN, DWDNConfig
 
     if len(epochs) != 2 or len(lr) != 2 or min(epochs) < 0 or min(lr) <= 0:
         raise BenchValueError(f"epochs and lr take two values (pre-training, fine-tuning), got {epochs} and {lr}")
-    if not 0 < val_fraction < 0.5:
-        raise BenchValueError(f"val_fraction must be in (0, 0.5), got {val_fraction!r}")
     if threads:
         torch.set_num_threads(threads)
     ds = load_dataset(dataset, progress=progress)
-    tr, va = _split(ds, val_fraction)
+    tr, va = split_quads(ds, val_fraction)
     train_data, val_data = _tensors(ds, tr), _tensors(ds, va)
     B, n = len(ds.spec.bands), ds.spec.stamp_size
     torch.manual_seed(seed)
@@ -125,9 +116,8 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
         "schedule": {"epochs": list(epochs), "lr": list(lr), "batch": batch, "optimizer": "Adam",
                      "losses": ["L1", "L1 + 0.1 astro (flux, centroid, moments)"], "seed": seed},
         "steps": state["step"], "wall_time_s": round(wall, 1),
-        "hardware": {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-                     "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "hardware": hardware(torch_threads=torch.get_num_threads(), torch=torch.__version__,
+                             cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None),
         "validation": {"psnr_db": round(vpsnr, 3), "ssim": round(vssim, 4)},
         "recipe": "python -m methods.dwdn.train " + " ".join(sys.argv[1:]) if __name__ == "__main__" else None,
     }
