@@ -13,6 +13,23 @@ _SKIPPED: list = []
 def pytest_addoption(parser):
     parser.addoption("--dataset", default="default",
                      help="dataset spec to benchmark on (smoke, ci, default, paper or a TOML path)")
+    parser.addoption("--scheduler", default=None,
+                     help="Dask scheduler address (tcp://HOST:PORT): run the measurement pass there")
+    parser.addoption("--dask-workers", type=int, default=None,
+                     help="run the measurement pass on a local Dask cluster of this many workers")
+
+
+@pytest.fixture(scope="session")
+def dask_client(request):
+    """A Dask client when --scheduler or --dask-workers is given, else None (one process)."""
+    scheduler, workers = request.config.getoption("--scheduler"), request.config.getoption("--dask-workers")
+    if not (scheduler or workers):
+        yield None
+        return
+    from bench.distributed import connect
+    client = connect(scheduler, workers)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +47,8 @@ def pytest_runtest_logreport(report):
 def _versions():
     from importlib.metadata import PackageNotFoundError, version
     out = {}
-    for pkg in ("numpy", "scipy", "galsim", "pyfftw", "torch", "jax", "cupy-cuda12x", "scikit-image",
-                "array-api-compat", "pytest-benchmark"):
+    for pkg in ("numpy", "scipy", "galsim", "pyfftw", "torch", "jax", "flax", "optax", "cupy-cuda12x",
+                "scikit-image", "array-api-compat", "pytest-benchmark", "dask", "distributed"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -50,6 +67,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         except (OSError, subprocess.SubprocessError):
             gpu = None
     output_json["deconvbench"] = {
-        "dataset": config.getoption("--dataset"), "versions": _versions(), "gpu": gpu,
+        "dataset": config.getoption("--dataset"), "scheduler": config.getoption("--scheduler"),
+        "dask_workers": config.getoption("--dask-workers"), "versions": _versions(), "gpu": gpu,
         "gpu_unavailable_reason": cuda_unavailable_reason() or None, "skipped": list(_SKIPPED),
     }

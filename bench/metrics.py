@@ -74,6 +74,7 @@ class ImageQualityMetric:
     """Accumulate PSNR and SSIM over batches; aggregate per SNR bin at the end.
 
     ``update(pred, truth, snr_bin)`` takes (N, B, n, n) stamps and (N,) bin labels;
+    ``add(psnr, ssim, snr_bin)`` takes per-object scores computed elsewhere (a Dask worker);
     ``compute()`` returns a pandas DataFrame with the median and mean PSNR, the mean SSIM
     (both averaged over bands per object first) and the object count per bin and overall.
     Objects whose prediction is not finite are counted in ``n_failed`` and left out.
@@ -88,9 +89,21 @@ class ImageQualityMetric:
         if pred.ndim != 4 or bins.shape != (pred.shape[0],):
             raise BenchValueError(f"expected (N, B, n, n) stamps and (N,) bins, got {pred.shape} and {bins.shape}")
         ok = np.isfinite(pred).all(axis=(1, 2, 3))
+        p = np.full(len(pred), np.nan)
+        s = np.full(len(pred), np.nan)
+        p[ok] = psnr(pred[ok], truth[ok]).mean(axis=1)
+        s[ok] = ssim(pred[ok], truth[ok]).mean(axis=1)
+        self.add(p, s, bins)
+
+    def add(self, psnr_db, ssim_mean, snr_bin) -> None:
+        """Add per-object scores computed elsewhere (band means, NaN for a failed object), e.g. on a worker."""
+        p, s, bins = (np.asarray(a) for a in (psnr_db, ssim_mean, snr_bin))
+        if not (p.shape == s.shape == bins.shape and p.ndim == 1):
+            raise BenchValueError(f"psnr, ssim and snr_bin must be (N,) alike, got {p.shape}, {s.shape}, {bins.shape}")
+        ok = ~(np.isnan(p) | np.isnan(s))        # a perfect stamp has PSNR inf: not a failure
         self._failed.append(bins[~ok])
-        self._psnr.append(psnr(pred[ok], truth[ok]).mean(axis=1))
-        self._ssim.append(ssim(pred[ok], truth[ok]).mean(axis=1))
+        self._psnr.append(p[ok])
+        self._ssim.append(s[ok])
         self._bin.append(bins[ok])
 
     def compute(self):

@@ -8,12 +8,12 @@ one-object GalSim loop in the same run and records the ratio
 
 import statistics
 import time
-import tracemalloc
 
 import numpy as np
 import pytest
 
 from bench.devices import cuda_unavailable_reason, module_missing
+from bench.memory import measure_peak
 from bench.metacal import metacal
 from bench.reference_loop import galsim_metacal_loop
 from bench.simulate import simulate
@@ -106,20 +106,8 @@ def test_metacal_fourier(benchmark, dataset, mode, device):
     per_5000 = _per_5000(benchmark, n)
     info = dict(method=f"metacal[{mode}]", framework="cupy" if device == "cuda" else "numpy",
                 device=device, psf=mode, by_snr=[])
-    if device == "cpu":
-        tracemalloc.start()
-        metacal(img, psf, **kwargs)
-        info["peak_memory_bytes"] = tracemalloc.get_traced_memory()[1]
-        info["peak_memory_kind"] = "host-traced"
-        tracemalloc.stop()
-    else:
-        import cupy
-        pool = cupy.get_default_memory_pool()
-        pool.free_all_blocks()
-        metacal(img, psf, **kwargs)
-        # the pool keeps every block it handed out, so what it holds after a call is that call's peak
-        info["peak_memory_bytes"] = pool.total_bytes()
-        info["peak_memory_kind"] = "gpu-allocator"
+    info["peak_memory_bytes"], info["peak_memory_kind"] = measure_peak(
+        lambda: metacal(img, psf, **kwargs), info["framework"], device)
     loop = _loop_per_5000(dataset, mode)
     info.update(galsim_loop_per_5000_s=loop, speedup_vs_galsim_loop=loop / per_5000)
     benchmark.extra_info.update(info)   # the report and README quote the ratio; no timed assertion

@@ -2,100 +2,104 @@
 
 Two rows per method, each with the ``extra_info`` schema the report and the gate read
 (``method``, ``framework``, ``device``, ``n_samples``, ``time_per_5000_s``,
-``peak_memory_bytes``, ``warmup_s``, ``by_snr``):
+``peak_memory_bytes``, ``warmup_s``, ``compile_s``, ``by_snr``):
 
 * ``test_method[NAME]``: ``deconvolve`` on all bands of the first (up to) 5000 samples;
 * ``test_method_in_metacal[NAME]``: the full loop, ``deconvolve`` then metacal of all bands
   (for ``fourier``, the exact metacal alone).
 
-``by_snr`` lists, per SNR bin, PSNR and SSIM against the truth (null for ``fourier``,
-which has no image of its own) and m, c from metacal with bands averaged. Methods that
+Times come from the first 5000 samples (the SNR bins are interleaved along the dataset,
+so they have its mix); ``by_snr`` comes from one pass over the **whole** dataset in
+chunks, accumulated per SNR bin: PSNR and SSIM against the truth (null for ``fourier``,
+which has no image of its own) and m, c from metacal with bands averaged. Each method
+runs on its best device (``cuda`` when it and the GPU are available). Methods that
 cannot run here are skipped with the reason; times are medians over rounds after a
 warm-up call, synchronised with the device (results are copied to the host).
 """
 
 import time
-import tracemalloc
 
 import numpy as np
 import pytest
 
-from bench.dataset import to_framework
+from bench.distributed import SHARD_SIZE, shard_bounds
+from bench.memory import measure_peak
 from bench.metacal import metacal, to_numpy
-from bench.metrics import ImageQualityMetric
+from bench.metrics import ImageQualityMetric, psnr, ssim
 from bench.shear import ShearBiasMetric, combine_bands
 from methods import get_method, get_method_class, list_methods
+from methods.registry import best_device, method_inputs
 
 N_REF = 5000
-_RESULTS: dict = {}          # per method: deconvolved images and the by_snr table, shared by both rows
+CHUNK = SHARD_SIZE           # samples per chunk (or Dask shard) of the quality pass: whole quads
+_RESULTS: dict = {}          # per method: the by_snr table, shared by both rows
 
 
-def _inputs(dataset, framework, n):
-    arrays = [dataset["image"][:n], dataset["psf"][:n], dataset["noise_sigma"][:n]]
-    if framework == "cupy":
-        import cupy
-        return [cupy.asarray(a) for a in arrays]
-    if framework in ("torch", "jax"):
-        return [to_framework(a, framework) for a in arrays]
-    return arrays
+def _inputs(dataset, framework, device, sl):
+    """image, psf, noise_sigma of samples *sl* as *framework* arrays on *device*."""
+    return method_inputs([dataset[k][sl] for k in ("image", "psf", "noise_sigma")], framework, device)
 
 
 def _method_or_skip(name):
     cls = get_method_class(name)
-    device = cls.devices[0]
+    device = best_device(cls)
     why = cls.unavailable_reason(device)
     if why:
         pytest.skip(f"{name} unavailable: {why}")
     return cls, device, get_method(name, device=device)
 
 
-def _gpu_peak(framework):
-    """Reset and return a reader of the GPU allocator's peak, or None on the CPU."""
-    if framework == "cupy":
-        import cupy
-        pool = cupy.get_default_memory_pool()
-        pool.free_all_blocks()
-        return lambda: pool.total_bytes()      # the pool keeps every block: its size is the peak
-    if framework == "torch":
-        import torch
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-            return torch.cuda.max_memory_allocated
-    if framework == "jax":
-        import jax
-        dev = jax.devices()[0]
-        if dev.platform == "gpu":
-            return lambda: dev.memory_stats().get("peak_bytes_in_use")
-    return None
+def _chunk_results(dataset, name, cls, device, method, client):
+    """(slice, metacal output, per-object PSNR, SSIM or None) for each chunk, in sample order.
+
+    In this process, or as shards on a Dask cluster (``--scheduler`` / ``--dask-workers``)
+    reading the dataset's HDF5 cache; both give the same numbers (tests/test_distributed.py).
+    """
+    bounds = shard_bounds(len(dataset), CHUNK)
+    if client is not None:
+        import shutil
+
+        from bench.distributed import run_shards
+        work = dataset.path.with_suffix(f".{name}.shards")
+        shutil.rmtree(work, ignore_errors=True)      # never results of an earlier run (other weights)
+        paths = run_shards(client, dataset.path, len(dataset), work, shard_size=CHUNK, metacal_kwargs={},
+                           method=name, device=device, quality=cls.produces_image)
+        for (a, b), path in zip(bounds, paths):
+            with np.load(path) as f:
+                res = {k: f[k] for k in f.files}
+            yield slice(a, b), res, res.pop("psnr", None), res.pop("ssim", None)
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    for a, b in bounds:
+        sl = slice(a, b)
+        dec = p = s = None
+        if cls.produces_image:
+            dec = to_numpy(method.deconvolve(*_inputs(dataset, cls.framework, device, sl)))
+            ok = np.isfinite(dec).all(axis=(1, 2, 3))
+            p, s = np.full(len(dec), np.nan), np.full(len(dec), np.nan)
+            p[ok] = psnr(dec[ok], dataset["truth"][sl][ok]).mean(axis=1)
+            s[ok] = ssim(dec[ok], dataset["truth"][sl][ok]).mean(axis=1)
+        res = metacal(dataset["image"][sl], dataset["psf"][sl], pixel_scale=dataset.spec.pixel_scale,
+                      row=dataset["row"][sl], col=dataset["col"][sl], deconvolved=dec)
+        yield sl, res, p, s
 
 
-def _measure_peak(fn, framework):
-    """Peak memory of one call: the GPU allocator's peak, or NumPy's traced peak on the CPU."""
-    gpu = _gpu_peak(framework)
-    if gpu is not None:
-        fn()
-        return int(gpu()), "gpu-allocator"
-    if framework != "numpy":
-        return None, "not measured: tracemalloc does not see torch's or JAX's CPU allocator"
-    tracemalloc.start()
-    try:
-        fn()
-        return int(tracemalloc.get_traced_memory()[1]), "host-traced"
-    finally:
-        tracemalloc.stop()
+def _by_snr(dataset, name, cls, device, method, client=None):
+    """PSNR/SSIM (if the method makes images) and m, c per SNR bin over the whole dataset.
 
-
-def _by_snr(dataset, n, dec):
-    """PSNR/SSIM (if dec) and m, c per SNR bin; runs metacal once per method."""
-    if dec is not None:
-        quality = ImageQualityMetric()
-        quality.update(dec, dataset["truth"][:n], dataset["snr_bin"][:n])
-        q = quality.compute()
-    res = metacal(dataset["image"][:n], dataset["psf"][:n], pixel_scale=dataset.spec.pixel_scale,
-                  row=dataset["row"][:n], col=dataset["col"][:n], deconvolved=dec)
+    One pass in chunks of CHUNK samples; the metrics accumulate (update) and aggregate
+    at the end (compute). Returns (rows, number of flagged objects).
+    """
+    quality = ImageQualityMetric() if cls.produces_image else None
     shear = ShearBiasMetric(dataset.spec.shear)
-    shear.update(combine_bands(res), quad_id=dataset["quad_id"][:n], shear_sign=dataset["shear_sign"][:n],
-                 snr_bin=dataset["snr_bin"][:n])
+    nflag = 0
+    for sl, res, p, s in _chunk_results(dataset, name, cls, device, method, client):
+        if quality is not None:
+            quality.add(p, s, dataset["snr_bin"][sl])
+        shear.update(combine_bands(res), quad_id=dataset["quad_id"][sl],
+                     shear_sign=dataset["shear_sign"][sl], snr_bin=dataset["snr_bin"][sl])
+        nflag += int(np.count_nonzero(res["flags"]))
+    q = quality.compute() if quality is not None else None
     s = shear.compute()
     edges = dataset.spec.snr_bins
     rows = []
@@ -103,25 +107,40 @@ def _by_snr(dataset, n, dec):
         lo, hi = (edges[0], edges[-1]) if label == "all" else (edges[label], edges[label + 1])
         row = {"snr_bin": label, "snr_lo": lo, "snr_hi": hi, "n": 0, "psnr_db": None, "ssim": None,
                "m": None, "m_err": None, "c": None, "c_err": None, "c2": None, "c2_err": None}
-        if dec is not None and label in q.index:
+        if q is not None and label in q.index:
             row.update(n=int(q.loc[label, "n"]), psnr_db=float(q.loc[label, "psnr_mean"]),
                        ssim=float(q.loc[label, "ssim_mean"]))
         if label in s.index:
             b = s.loc[label]
             row.update(m=float(b.m), m_err=float(b.m_err), c=float(b.c1), c_err=float(b.c1_err),
-                       c2=float(b.c2), c2_err=float(b.c2_err), n_quads=int(b.n_quads))
+                       c2=float(b.c2), c2_err=float(b.c2_err), n_quads=int(b.n_quads),
+                       n_quads_dropped=int(b.n_dropped))
             row["n"] = row["n"] or 4 * int(b.n_quads)
         rows.append(row)
-    return rows, int(np.count_nonzero(res["flags"]))
+    return rows, nflag
+
+
+def _quality_rows(name, dataset, cls, device, method, client):
+    if name not in _RESULTS:
+        rows, nflag = _by_snr(dataset, name, cls, device, method, client)
+        _RESULTS[name] = dict(by_snr=rows, n_flagged=nflag)
+    return _RESULTS[name]
 
 
 def _common(cls, device, dataset, n):
     return dict(framework=cls.framework, device=device, n_samples=n, n_bands=len(dataset.spec.bands),
-                dataset=dataset.spec.name)
+                dataset=dataset.spec.name, n_samples_quality=len(dataset))
+
+
+def _warm_up(run, method):
+    """Time the first call (compilation, FFT plans, caches) and the compilation inside it, if reported."""
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0, getattr(method, "compile_s", None)
 
 
 @pytest.mark.parametrize("name", list_methods())
-def test_method(benchmark, dataset, name):
+def test_method(benchmark, dataset, dask_client, name):
     """``deconvolve`` alone, all bands."""
     cls, device, method = _method_or_skip(name)
     n = min(len(dataset), N_REF)
@@ -130,52 +149,40 @@ def test_method(benchmark, dataset, name):
         benchmark.pedantic(lambda: None, rounds=1, iterations=1)
         info.update(time_per_5000_s=None, peak_memory_bytes=None, warmup_s=None,
                     note="no stand-alone image: see test_method_in_metacal")
-        rows, _ = _by_snr(dataset, n, None)
-        _RESULTS[name] = dict(dec=None, by_snr=rows)
-        info["by_snr"] = rows
+        info.update(_quality_rows(name, dataset, cls, device, method, dask_client))
         benchmark.extra_info.update(info)
         return
-    img, psf, sig = _inputs(dataset, cls.framework, n)
-    t0 = time.perf_counter()
-    to_numpy(method.deconvolve(img, psf, sig))          # warm-up: compilation, FFT plans, caches
-    info["warmup_s"] = time.perf_counter() - t0
+    img, psf, sig = _inputs(dataset, cls.framework, device, slice(0, n))
 
     def run():
         return to_numpy(method.deconvolve(img, psf, sig))   # the copy to the host synchronises
 
-    rounds = 1 if info["warmup_s"] > 3 else 3
-    dec = benchmark.pedantic(run, rounds=rounds, iterations=1)
+    info["warmup_s"], info["compile_s"] = _warm_up(run, method)
+    benchmark.pedantic(run, rounds=1 if info["warmup_s"] > 3 else 3, iterations=1)
     info["time_per_5000_s"] = benchmark.stats.stats.median * N_REF / n
-    info["peak_memory_bytes"], info["peak_memory_kind"] = _measure_peak(run, cls.framework)
-    rows, nflag = _by_snr(dataset, n, dec)
-    _RESULTS[name] = dict(dec=dec, by_snr=rows)
-    info.update(by_snr=rows, n_flagged=nflag)
+    info["peak_memory_bytes"], info["peak_memory_kind"] = measure_peak(run, cls.framework, device)
+    info.update(_quality_rows(name, dataset, cls, device, method, dask_client))
     benchmark.extra_info.update(info)
 
 
 @pytest.mark.parametrize("name", list_methods())
-def test_method_in_metacal(benchmark, dataset, name):
+def test_method_in_metacal(benchmark, dataset, dask_client, name):
     """The full loop: ``deconvolve`` (if the method makes an image) then metacal of every band."""
     cls, device, method = _method_or_skip(name)
     n = min(len(dataset), N_REF)
-    img, psf, sig = _inputs(dataset, cls.framework, n)
+    img, psf, sig = _inputs(dataset, cls.framework, device, slice(0, n))
     kw = dict(pixel_scale=dataset.spec.pixel_scale, row=dataset["row"][:n], col=dataset["col"][:n])
 
     def run():
         dec = method.deconvolve(img, psf, sig) if cls.produces_image else None
         return metacal(img, psf, deconvolved=dec, **kw)
 
-    t0 = time.perf_counter()
-    run()
-    warm = time.perf_counter() - t0
+    warm, compile_s = _warm_up(run, method)
     benchmark.pedantic(run, rounds=1 if warm > 3 else 3, iterations=1)
     info = dict(method=f"{name}+metacal", base_method=name, **_common(cls, device, dataset, n),
-                warmup_s=warm, time_per_5000_s=benchmark.stats.stats.median * N_REF / n)
-    info["peak_memory_bytes"], info["peak_memory_kind"] = _measure_peak(run, cls.framework)
-    if name not in _RESULTS:
-        dec = to_numpy(method.deconvolve(img, psf, sig)) if cls.produces_image else None
-        _RESULTS[name] = dict(dec=dec, by_snr=_by_snr(dataset, n, dec)[0])
-    info["by_snr"] = _RESULTS[name]["by_snr"]
+                warmup_s=warm, compile_s=compile_s, time_per_5000_s=benchmark.stats.stats.median * N_REF / n)
+    info["peak_memory_bytes"], info["peak_memory_kind"] = measure_peak(run, cls.framework, device)
+    info.update(_quality_rows(name, dataset, cls, device, method, dask_client))
     benchmark.extra_info.update(info)
 
 

@@ -145,6 +145,40 @@ def get_method(name: str, *, device: str | None = None, **kwargs) -> Method:
     return cls(**kwargs)
 
 
+def best_device(cls: type[Method]) -> str:
+    """'cuda' when the method and a GPU are both available, else the first device it can use."""
+    for d in ("cuda", "cpu"):
+        if d in cls.devices and cls.available(d):
+            return d
+    return cls.devices[0]
+
+
+def method_inputs(arrays, framework: str, device: str = "cpu") -> list:
+    """NumPy *arrays* as *framework* arrays on *device* (DLPack on the CPU: no copy)."""
+    from bench.dataset import to_framework
+
+    if framework == "cupy":
+        import cupy
+        return [cupy.asarray(a) for a in arrays]
+    if framework == "torch":
+        return [to_framework(a, "torch").to(device) for a in arrays]
+    if framework == "jax":
+        import jax
+        dev = jax.devices("gpu")[0] if device == "cuda" else jax.devices("cpu")[0]
+        return [jax.device_put(to_framework(a, "jax"), dev) for a in arrays]
+    return list(arrays)
+
+
+def deconvolve_numpy(method: Method, image, psf, noise_sigma, *, device: str = "cpu"):
+    """Run *method* on NumPy (N, B, n, n) inputs on *device*; the result comes back as NumPy."""
+    import numpy as np
+
+    from bench.metacal import to_numpy
+
+    arrays = [np.ascontiguousarray(a) for a in (image, psf, noise_sigma)]
+    return to_numpy(method.deconvolve(*method_inputs(arrays, method.framework, device)))
+
+
 def plugin_errors() -> dict[str, str]:
     _load_plugins()
     return dict(_PLUGIN_ERRORS)
