@@ -1,0 +1,165 @@
+"""Metacal and the measurement pass on dask.distributed: exactly the single-process numbers, no lost shards."""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("dask.distributed")
+
+from bench.distributed import (connect, gather_outputs, process_shard, run_shards, shard_bounds,  # noqa: E402
+                               write_h5)
+from bench.errors import BenchValueError  # noqa: E402
+from bench.metacal import metacal  # noqa: E402
+from bench.shear import ShearBiasMetric, combine_bands  # noqa: E402
+from conftest import run_module  # noqa: E402
+
+SHARD = 8          # samples per shard; with 3 bands, 24 objects = 3 metacal chunks of 8
+CHUNK = 8
+
+
+@pytest.fixture(scope="module")
+def client():
+    c = connect(workers=2)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def source(smoke, tmp_path_factory):
+    keys = ("image", "psf", "noise_sigma", "row", "col", "truth")
+    path = tmp_path_factory.mktemp("src") / "smoke.h5"
+    return write_h5(path, {**{k: smoke[k] for k in keys}, "pixel_scale": smoke.spec.pixel_scale})
+
+
+def _single(smoke):
+    return metacal(smoke["image"], smoke["psf"], pixel_scale=smoke.spec.pixel_scale, row=smoke["row"],
+                   col=smoke["col"], chunk=CHUNK)
+
+
+def _bias(smoke, res):
+    m = ShearBiasMetric(smoke.spec.shear)
+    m.update(combine_bands(res), quad_id=smoke["quad_id"], shear_sign=smoke["shear_sign"],
+             snr_bin=smoke["snr_bin"])
+    return m.compute()
+
+
+def test_local_cluster_equals_single_process_exactly(client, smoke, source, tmp_path):
+    paths = run_shards(client, source, len(smoke), tmp_path / "w", shard_size=SHARD,
+                       metacal_kwargs={"chunk": CHUNK})
+    assert len(paths) == len(smoke) // SHARD and all(p.exists() for p in paths)
+    dist, single = gather_outputs(paths), _single(smoke)
+    for k in single:
+        if k != "time_s":
+            np.testing.assert_array_equal(dist[k], single[k], err_msg=k)
+    a, b = _bias(smoke, dist), _bias(smoke, single)
+    np.testing.assert_array_equal(a.to_numpy(), b.to_numpy())      # m, c and jackknife errors alike
+
+
+def test_measurement_pass_with_a_method_equals_single_process(client, smoke, source, tmp_path):
+    from bench.metrics import psnr, ssim
+    from methods import get_method
+    paths = run_shards(client, source, len(smoke), tmp_path / "w", shard_size=SHARD,
+                       metacal_kwargs={"chunk": CHUNK}, method="wiener-fftw", quality=True)
+    dist = gather_outputs(paths)
+    m = get_method("wiener-fftw")
+    dec = np.concatenate([m.deconvolve(smoke["image"][a:b], smoke["psf"][a:b], smoke["noise_sigma"][a:b])
+                          for a, b in shard_bounds(len(smoke), SHARD)])
+    single = metacal(smoke["image"], smoke["psf"], pixel_scale=smoke.spec.pixel_scale, row=smoke["row"],
+                     col=smoke["col"], chunk=CHUNK, deconvolved=dec)
+    np.testing.assert_array_equal(dist["R11"], single["R11"])
+    np.testing.assert_array_equal(dist["psnr"], psnr(dec, smoke["truth"]).mean(axis=1))
+    np.testing.assert_array_equal(dist["ssim"], ssim(dec, smoke["truth"]).mean(axis=1))
+
+
+def test_finished_shards_are_kept_and_reused(client, smoke, source, tmp_path):
+    work = tmp_path / "w"
+    paths = run_shards(client, source, len(smoke), work, shard_size=SHARD, metacal_kwargs={"chunk": CHUNK})
+    stamps = {p: p.stat().st_mtime_ns for p in paths}
+    paths[1].unlink()                                  # as if the run had stopped before this shard
+    again = run_shards(client, source, len(smoke), work, shard_size=SHARD, metacal_kwargs={"chunk": CHUNK})
+    assert again == paths and paths[1].exists()
+    assert all(p.stat().st_mtime_ns == stamps[p] for p in paths if p != paths[1])
+    # other settings: the old shards are not mixed in
+    run_shards(client, source, len(smoke), work, shard_size=SHARD, metacal_kwargs={"chunk": CHUNK, "step": 0.02})
+    assert paths[0].stat().st_mtime_ns != stamps[paths[0]]
+
+
+def test_worker_dying_mid_run_loses_no_results(smoke, source, tmp_path):
+    """Kill one of two workers while shards are running: Dask reschedules its task, nothing is lost."""
+    client = connect(workers=2)
+    try:
+        work = tmp_path / "w"
+        result = {}
+
+        def run():
+            result["paths"] = run_shards(client, source, len(smoke), work, shard_size=4,
+                                         metacal_kwargs={"chunk": 4, "dtype": "float64"})
+
+        t = threading.Thread(target=run)
+        t.start()
+        deadline = time.time() + 60
+        while not any(work.glob("shard-*.npz")) and time.time() < deadline:
+            time.sleep(0.01)
+        victim = sorted(client.scheduler_info()["workers"])[0]
+        os.kill(client.run(os.getpid, workers=[victim])[victim], signal.SIGKILL)
+        t.join(timeout=240)
+        assert not t.is_alive() and "paths" in result
+        dist = gather_outputs(result["paths"])
+    finally:
+        client.close()
+    single = metacal(smoke["image"], smoke["psf"], pixel_scale=smoke.spec.pixel_scale, row=smoke["row"],
+                     col=smoke["col"], chunk=4, dtype="float64")
+    np.testing.assert_array_equal(dist["R11"], single["R11"])
+    assert not list(work.glob("*.tmp*"))               # no half-written shard left behind
+
+
+def test_process_shard_returns_existing_file(source, tmp_path):
+    first = process_shard(str(source), 0, 4, str(tmp_path), metacal_kwargs={})
+    before = os.stat(first).st_mtime_ns
+    assert process_shard(str(source), 0, 4, str(tmp_path), metacal_kwargs={}) == first
+    assert os.stat(first).st_mtime_ns == before
+
+
+@pytest.mark.parametrize("size", [0, 6, 2.5])
+def test_bad_shard_size(size):
+    with pytest.raises(BenchValueError, match=f"multiple of 4 .*got {size!r}"):
+        shard_bounds(100, size)
+
+
+def test_bad_connection_settings():
+    with pytest.raises(BenchValueError, match="address like tcp://HOST:PORT, got 'localhost'"):
+        connect("localhost")
+    with pytest.raises(BenchValueError, match="workers must be a positive integer, got 0"):
+        connect(workers=0)
+
+
+def test_cli_with_local_workers_matches_single_process(smoke, tmp_path):
+    inp = tmp_path / "in.npz"
+    np.savez(inp, image=smoke["image"][:16, 1], psf=smoke["psf"][:16, 1], noise_sigma=smoke["noise_sigma"][:16, 1],
+             pixel_scale=smoke.spec.pixel_scale, row=smoke["row"][:16], col=smoke["col"][:16])
+    r1 = run_module("bench.metacal", inp, "--out", tmp_path / "one.npz")
+    r2 = run_module("bench.metacal", inp, "--out", tmp_path / "two.npz", "--workers", 2, "--shard-size", 8)
+    assert r1.returncode == 0 and r2.returncode == 0, r2.stderr
+    a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    np.testing.assert_array_equal(a["R11"], b["R11"])
+    np.testing.assert_array_equal(a["noshear_e1"], b["noshear_e1"])
+    assert not (tmp_path / "two.npz.parts").exists()   # shards removed once the output is written
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--workers", 2, "--shard-size", 6], "shard_size must be a positive multiple of 4"),
+    (["--workers", 2, "--scheduler", "tcp://127.0.0.1:1"], "not both"),
+    (["--shard-size", 8], "need --workers or --scheduler"),
+    (["--scheduler", "nowhere"], "address like tcp://HOST:PORT"),
+])
+def test_cli_bad_dask_options_exit_2(smoke, tmp_path, args, words):
+    inp = tmp_path / "in.npz"
+    np.savez(inp, image=smoke["image"][:8, 1], psf=smoke["psf"][:8, 1], noise_sigma=smoke["noise_sigma"][:8, 1],
+             pixel_scale=smoke.spec.pixel_scale)
+    r = run_module("bench.metacal", inp, "--out", tmp_path / "o.npz", *args)
+    assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o.npz").exists()
