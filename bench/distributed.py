@@ -151,14 +151,8 @@ def process_shard(source: str, start: int, stop: int, work_dir: str, *, metacal_
                                    sig if sig.ndim == 2 else sig[:, None], device=device)
             dec = dec.reshape(image.shape)
             if quality:
-                from .metrics import psnr, ssim
-                ok = np.isfinite(dec).all(axis=tuple(range(1, dec.ndim)))
-                p = np.full(len(dec), np.nan)
-                s = np.full(len(dec), np.nan)
-                axes = tuple(range(1, dec.ndim - 2))
-                p[ok] = psnr(dec[ok], data["truth"][ok]).mean(axis=axes) if axes else psnr(dec[ok], data["truth"][ok])
-                s[ok] = ssim(dec[ok], data["truth"][ok]).mean(axis=axes) if axes else ssim(dec[ok], data["truth"][ok])
-                res.update(psnr=p, ssim=s)
+                from .metrics import object_scores
+                res["psnr"], res["ssim"] = object_scores(dec, data["truth"])
     res.update(metacal(data["image"], data["psf"], pixel_scale=pixel_scale, row=data.get("row"),
                        col=data.get("col"), deconvolved=dec, **metacal_kwargs))
     _save_atomic(out, res)

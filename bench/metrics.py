@@ -70,6 +70,20 @@ def ssim(pred, truth) -> np.ndarray:
     return S[..., pad:-pad, pad:-pad].mean(axis=(-2, -1))
 
 
+def object_scores(pred, truth):
+    """(PSNR, SSIM) per object of stamps (N, [B,] n, n), averaged over bands; NaN where pred is not finite."""
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    if pred.shape != truth.shape or pred.ndim not in (3, 4):
+        raise BenchValueError(f"expected (N, [B,] n, n) stamps like the truth {truth.shape}, got {pred.shape}")
+    bands = tuple(range(1, pred.ndim - 2))
+    ok = np.isfinite(pred).all(axis=tuple(range(1, pred.ndim)))
+    p, s = np.full(len(pred), np.nan), np.full(len(pred), np.nan)
+    if ok.any():
+        p[ok] = np.mean(psnr(pred[ok], truth[ok]), axis=bands)
+        s[ok] = np.mean(ssim(pred[ok], truth[ok]), axis=bands)
+    return p, s
+
+
 class ImageQualityMetric:
     """Accumulate PSNR and SSIM over batches; aggregate per SNR bin at the end.
 
@@ -88,12 +102,7 @@ class ImageQualityMetric:
         bins = np.asarray(snr_bin)
         if pred.ndim != 4 or bins.shape != (pred.shape[0],):
             raise BenchValueError(f"expected (N, B, n, n) stamps and (N,) bins, got {pred.shape} and {bins.shape}")
-        ok = np.isfinite(pred).all(axis=(1, 2, 3))
-        p = np.full(len(pred), np.nan)
-        s = np.full(len(pred), np.nan)
-        p[ok] = psnr(pred[ok], truth[ok]).mean(axis=1)
-        s[ok] = ssim(pred[ok], truth[ok]).mean(axis=1)
-        self.add(p, s, bins)
+        self.add(*object_scores(pred, truth), bins)
 
     def add(self, psnr_db, ssim_mean, snr_bin) -> None:
         """Add per-object scores computed elsewhere (band means, NaN for a failed object), e.g. on a worker."""

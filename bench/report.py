@@ -23,7 +23,7 @@ import numpy as np
 from .errors import BenchFileError, BenchValueError
 
 M_GOAL = 2e-3
-NOT_METACAL = ("reference-workload", "simulation")    # rows a GalSim-loop speed-up means nothing for
+NOT_METACAL = ("reference-workload", "simulation", "wiener-fftw[pyfftw-vs-scipy]")   # no GalSim-loop speed-up
 CONVENTIONS = (
     "PSNR against the truth stamp with that stamp's data range (max - min); "
     "SSIM with an 11x11 Gaussian window (sigma 1.5, truncate 3.5), population covariances, "
@@ -63,7 +63,7 @@ def rows(run: dict):
         total = next((r for r in e.get("by_snr") or [] if r.get("snr_bin") == "all"), {})
         out.append({
             "name": b["name"], "method": e.get("method", b["name"]), "framework": e.get("framework"),
-            "device": e.get("device"), "n_samples": e.get("n_samples"),
+            "device": e.get("device"), "n_samples": e.get("n_samples"), "n_bands": e.get("n_bands") or 1,
             "time_per_5000_s": e.get("time_per_5000_s"), "peak_memory_bytes": e.get("peak_memory_bytes"),
             "warmup_s": e.get("warmup_s"), "compile_s": e.get("compile_s"),
             "psnr_db": total.get("psnr_db"), "ssim": total.get("ssim"),
@@ -91,24 +91,33 @@ def _fmt(v, spec):
     return format(v, spec)
 
 
+def speedups(df) -> list:
+    """Speed-up of each row over the GalSim loop, per single-band stamp (None where meaningless)."""
+    loop = galsim_loop_time(df)
+    return [loop * nb / v if (loop and v and m not in NOT_METACAL) else None
+            for m, v, nb in zip(df["method"], df["time_per_5000_s"], df["n_bands"])]
+
+
 def summary_table(df):
-    """Per method: time, speed-up over the GalSim loop, memory, PSNR, SSIM, m, c (all SNR)."""
+    """Per method: time, speed-up over the GalSim loop, memory, PSNR, SSIM, m, c (all SNR).
+
+    The GalSim loop is timed per single-band stamp, so a row of B-band samples is
+    compared with B times its time.
+    """
     import pandas as pd
 
-    loop = galsim_loop_time(df)
     t = df[df["time_per_5000_s"].notna() | df["m"].notna()].copy()
-    t["speedup_vs_galsim_loop"] = [loop / v if (loop and v and m not in NOT_METACAL) else None
-                                   for m, v in zip(t["method"], t["time_per_5000_s"])]
+    t["speedup_vs_galsim_loop"] = speedups(t)
     t["peak_memory_mib"] = [v / 2 ** 20 if v else None for v in t["peak_memory_bytes"]]
-    cols = ["method", "framework", "device", "n_samples", "time_per_5000_s", "speedup_vs_galsim_loop",
+    cols = ["method", "framework", "device", "n_samples", "n_bands", "time_per_5000_s", "speedup_vs_galsim_loop",
             "warmup_s", "compile_s", "peak_memory_mib", "psnr_db", "ssim", "m", "m_err", "c", "c_err"]
     return pd.DataFrame(t[cols]).reset_index(drop=True)
 
 
 FORMATS = {"time_per_5000_s": ".3g", "warmup_s": ".2g", "compile_s": ".2g", "speedup_vs_galsim_loop": ".0f",
            "peak_memory_mib": ".0f",
-           "psnr_db": ".2f", "ssim": ".3f", "m": "+.4f", "m_err": ".4f", "c": "+.5f", "c_err": ".5f",
-           "n_samples": "d", "time_ratio": ".2f"}
+           "psnr_db": ".2f", "ssim": ".3f", "n": "d", "quads_dropped": "d", "m": "+.4f", "m_err": ".4f", "c": "+.5f", "c_err": ".5f",
+           "n_samples": "d", "n_bands": "d", "time_ratio": ".2f"}
 
 
 def markdown_table(df) -> str:
@@ -120,11 +129,28 @@ def markdown_table(df) -> str:
         for c in df.columns:
             v = r[c]
             if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-                cells.append(_fmt(float(v) if c != "n_samples" else int(v), FORMATS.get(c, ".4g")))
+                cells.append(_fmt(int(v) if FORMATS.get(c) == "d" else float(v), FORMATS.get(c, ".4g")))
             else:
                 cells.append("-" if v is None else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def by_snr_table(df):
+    """One row per method and SNR bin: PSNR, SSIM, m and c with errors (methods rows only, no '+metacal' twins)."""
+    import pandas as pd
+
+    out = []
+    for _, r in df.iterrows():
+        if not r["by_snr"] or r["method"].endswith("+metacal"):
+            continue
+        for b in r["by_snr"]:
+            out.append({"method": r["method"], "snr": "all" if b.get("snr_bin") == "all"
+                        else f"{b['snr_lo']:g}-{b['snr_hi']:g}", "n": b.get("n"),
+                        "psnr_db": b.get("psnr_db"), "ssim": b.get("ssim"), "m": b.get("m"),
+                        "m_err": b.get("m_err"), "c": b.get("c"), "c_err": b.get("c_err"),
+                        "quads_dropped": b.get("n_quads_dropped")})
+    return pd.DataFrame(out)
 
 
 def comparison_table(runs):
@@ -185,7 +211,7 @@ def plots(runs) -> dict[str, str]:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for run in runs:
         df = rows(run)
-        for _, r in df[df["psnr_db"].notna()].iterrows():
+        for _, r in df[df["psnr_db"].notna() & ~df["method"].str.endswith("+metacal")].iterrows():
             rs, x = _snr_centres(r["by_snr"])
             lbl = r["method"] + (f" ({run['label']})" if len(runs) > 1 else "")
             axes[0].plot(x, [q["psnr_db"] for q in rs], "o-", label=lbl)
@@ -203,10 +229,9 @@ def plots(runs) -> dict[str, str]:
         t = df[df["time_per_5000_s"].notna() & (df["method"] != "reference-workload")]
         y = np.arange(len(t)) + 0.8 * k / max(len(runs), 1)
         axes[0].barh(y, t["time_per_5000_s"], height=0.8 / len(runs), label=run["label"])
-        loop = galsim_loop_time(df)
-        for yi, v, name in zip(y, t["time_per_5000_s"], t["method"]):
-            if loop and name not in NOT_METACAL:
-                axes[0].text(v, yi, f" {loop / v:.0f}x", va="center", fontsize=7)
+        for yi, v, speed in zip(y, t["time_per_5000_s"], speedups(t)):
+            if speed:
+                axes[0].text(v, yi, f" {speed:.0f}x", va="center", fontsize=7)
         axes[0].set_yticks(np.arange(len(t)))
         axes[0].set_yticklabels(t["method"], fontsize=8)
         mem = df[df["peak_memory_bytes"].notna()]
@@ -224,14 +249,15 @@ def plots(runs) -> dict[str, str]:
     return figs
 
 
-def gallery(run, n_examples: int = 4) -> str | None:
-    """Observed, truth and each available method's output for a few r-band stamps."""
+def gallery(run) -> str | None:
+    """Observed, truth and each method's output (those that run on this CPU), r band, one stamp per SNR bin."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from bench.dataset import load_dataset
     from methods import get_method, get_method_class
+    from methods.registry import deconvolve_numpy
 
     spec = run.get("deconvbench", {}).get("dataset")
     if not spec:
@@ -239,19 +265,22 @@ def gallery(run, n_examples: int = 4) -> str | None:
     ds = load_dataset(spec, progress=False)
     names = [m for m in dict.fromkeys(rows(run)["method"]) if _is_image_method(m, get_method_class)]
     b = ds.spec.bands.index("r") if "r" in ds.spec.bands else 0
-    idx = np.linspace(0, len(ds) - 1, n_examples).astype(int)
+    bins = np.asarray(ds["snr_bin"])
+    idx = np.array([np.flatnonzero(bins == k)[0] for k in np.unique(bins)])   # first sample of each bin
     img, psf, sig = ds["image"][idx], ds["psf"][idx], ds["noise_sigma"][idx]
     cols = [("observed", img[:, b]), ("truth", ds["truth"][idx, b])]
     for name in names:
         cls = get_method_class(name)
-        if cls.framework != "numpy" or not cls.available("cpu"):
+        if not cls.available("cpu") or "cpu" not in cls.devices:
             continue
-        cols.append((name, np.asarray(get_method(name).deconvolve(img, psf, sig))[:, b]))
-    fig, axes = plt.subplots(n_examples, len(cols), figsize=(1.8 * len(cols), 1.8 * n_examples))
+        cols.append((name, deconvolve_numpy(get_method(name), img, psf, sig)[:, b]))
+    n = len(idx)
+    fig, axes = plt.subplots(n, len(cols), figsize=(1.8 * len(cols), 1.8 * n), squeeze=False)
     for j, (title, arr) in enumerate(cols):
-        for i in range(n_examples):
+        for i in range(n):
             ax = axes[i, j]
-            lim = np.abs(ds["truth"][idx[i], b]).max()
+            # the blurred observation on its own scale; every estimate of the truth on the truth's
+            lim = np.abs(arr[i] if j == 0 else ds["truth"][idx[i], b]).max()
             ax.imshow(arr[i], origin="lower", cmap="gray", vmin=-0.2 * lim, vmax=lim)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -296,8 +325,10 @@ def build(runs, out: Path, *, with_gallery: bool = True) -> tuple[Path, Path]:
             figs["gallery"] = g
     sections = []
     for run in runs:
-        sections.append((f"Summary: {run['label']}", markdown_table(summary_table(rows(run))),
-                         summary_table(rows(run))))
+        summary, per_bin = summary_table(rows(run)), by_snr_table(rows(run))
+        sections.append((f"Summary: {run['label']}", markdown_table(summary), summary))
+        if len(per_bin):
+            sections.append((f"Per SNR bin: {run['label']}", markdown_table(per_bin), per_bin))
     if len(runs) > 1:
         comp = comparison_table(runs)
         sections.append(("Side by side: time per 5000 samples (s)", markdown_table(comp), comp))

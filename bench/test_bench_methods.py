@@ -25,7 +25,7 @@ import pytest
 from bench.distributed import SHARD_SIZE, shard_bounds
 from bench.memory import measure_peak
 from bench.metacal import metacal, to_numpy
-from bench.metrics import ImageQualityMetric, psnr, ssim
+from bench.metrics import ImageQualityMetric, object_scores
 from bench.shear import ShearBiasMetric, combine_bands
 from methods import get_method, get_method_class, list_methods
 from methods.registry import best_device, method_inputs
@@ -75,10 +75,7 @@ def _chunk_results(dataset, name, cls, device, method, client):
         dec = p = s = None
         if cls.produces_image:
             dec = to_numpy(method.deconvolve(*_inputs(dataset, cls.framework, device, sl)))
-            ok = np.isfinite(dec).all(axis=(1, 2, 3))
-            p, s = np.full(len(dec), np.nan), np.full(len(dec), np.nan)
-            p[ok] = psnr(dec[ok], dataset["truth"][sl][ok]).mean(axis=1)
-            s[ok] = ssim(dec[ok], dataset["truth"][sl][ok]).mean(axis=1)
+            p, s = object_scores(dec, dataset["truth"][sl])
         res = metacal(dataset["image"][sl], dataset["psf"][sl], pixel_scale=dataset.spec.pixel_scale,
                       row=dataset["row"][sl], col=dataset["col"][sl], deconvolved=dec)
         yield sl, res, p, s
