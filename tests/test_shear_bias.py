@@ -64,5 +64,6 @@ def test_antithetic_pairing_cuts_the_error_on_m(tmp_path):
         out = metacal(d["image"][:, 0], d["psf"][:, 0], pixel_scale=base.pixel_scale, row=d["row"], col=d["col"])
         row = shear_bias(out, quad_id=d["quad_id"], shear_sign=d["shear_sign"], g=base.shear).loc["all"]
         errs[pairing] = row.m_err
-        print(f"\n{pairing}: m = {row.m:+.4f} +- {row.m_err:.4f} ({int(row.n_quads)} quads)")
+        print(f"\n{pairing}: m = {row.m:+.4f} +- {row.m_err:.4f}, c1 = {row.c1:+.4f} +- {row.c1_err:.4f} "
+              f"({int(row.n_quads)} quads)")
     assert errs["antithetic"] < errs["independent"] / 2
