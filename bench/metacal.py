@@ -682,8 +682,6 @@ def _validate_input(d: dict[str, np.ndarray]) -> None:
 
 
 def main(argv=None) -> int:
-    import os
-
     from .cli import make_parser
 
     p = make_parser("python -m bench.metacal", "Batched metacalibration of stamps in an npz file.")

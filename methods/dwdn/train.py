@@ -15,7 +15,6 @@ every epoch; ``--resume`` continues from it. The model card is written at the en
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
@@ -51,10 +50,10 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     import torch
     from tqdm import tqdm
 
-    from bench.dataset import cache_key, load_dataset
+    from bench.dataset import load_dataset
     from bench.errors import BenchValueError
     from methods.losses import astro_loss, l1_loss
-    from methods.training import hardware, split_quads
+    from methods.training import hardware, split_quads, write_card
 
     from . import checkpoint as ck
     from .model import DWDN, DWDNConfig
@@ -109,42 +108,23 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     wall = time.perf_counter() - t_start
     vpsnr, vssim = evaluate(model, val_data)
     ck.save(out, model, state={**state, "elapsed_s": wall})   # final: no Adam moments (resume restarts Adam)
-    card = {
-        "model": "dwdn", "preset": preset, "config": model.cfg.to_dict(), "parameters": model.n_parameters(),
-        "dataset": dataset, "dataset_key": cache_key(ds.spec), "train_samples": int(len(tr)),
-        "validation_samples": int(len(va)), "validation_split": f"last {val_fraction:.0%} of quads",
-        "schedule": {"epochs": list(epochs), "lr": list(lr), "batch": batch, "optimizer": "Adam",
-                     "losses": ["L1", "L1 + 0.1 astro (flux, centroid, moments)"], "seed": seed},
-        "steps": state["step"], "wall_time_s": round(wall, 1),
-        "hardware": hardware(torch_threads=torch.get_num_threads(), torch=torch.__version__,
-                             cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None),
-        "validation": {"psnr_db": round(vpsnr, 3), "ssim": round(vssim, 4)},
-        "recipe": "python -m methods.dwdn.train " + " ".join(sys.argv[1:]) if __name__ == "__main__" else None,
-    }
-    ck.card_path(out).write_text(json.dumps(card, indent=2) + "\n")
+    schedule = {"epochs": list(epochs), "lr": list(lr), "batch": batch, "optimizer": "Adam",
+                "losses": ["L1", "L1 + 0.1 astro (flux, centroid, moments)"], "seed": seed}
+    hw = hardware(torch_threads=torch.get_num_threads(), torch=torch.__version__,
+                  cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+    card = write_card(ck.card_path(out), model="dwdn", preset=preset, config=model.cfg.to_dict(),
+                      parameters=model.n_parameters(), ds=ds, n_train=len(tr), n_val=len(va),
+                      val_fraction=val_fraction, schedule=schedule, state=state, wall=wall,
+                      validation=(vpsnr, vssim), hardware_info=hw, module="methods.dwdn.train")
     return card
 
 
 def main(argv=None) -> int:
-    from bench.cli import make_parser
+    from methods.training import main as training_main
 
     from .checkpoint import DEFAULT_CHECKPOINT
-
-    p = make_parser("python -m methods.dwdn.train", "Train DWDN on a training dataset.")
-    p.add_argument("--dataset", default="train", help="training dataset spec [train]")
-    p.add_argument("--preset", default="small", help="small or full [small]")
-    p.add_argument("--out", default=str(DEFAULT_CHECKPOINT), help="checkpoint path [the shipped one]")
-    p.add_argument("--epochs", type=int, nargs=2, default=[40, 10], help="pre-training, fine-tuning [40 10]")
-    p.add_argument("--lr", type=float, nargs=2, default=[1e-3, 1e-4], help="learning rates [1e-3 1e-4]")
-    p.add_argument("--batch", type=int, default=32, help="batch size [32]")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="validation share of quads [0.1]")
-    p.add_argument("--seed", type=int, default=0, help="seed [0]")
-    p.add_argument("--resume", action="store_true", help="continue from --out")
-    a = p.parse_args(argv)
-    card = train(dataset=a.dataset, preset=a.preset, out=a.out, epochs=tuple(a.epochs), lr=tuple(a.lr),
-                 batch=a.batch, val_fraction=a.val_fraction, seed=a.seed, resume=a.resume)
-    print(json.dumps(card["validation"]), f"{card['wall_time_s']} s, {card['steps']} steps -> {a.out}")
-    return 0
+    return training_main(train, prog="python -m methods.dwdn.train", description="Train DWDN on a training dataset.",
+                         default_out=DEFAULT_CHECKPOINT, argv=argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ is written at the end.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
@@ -55,10 +54,10 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     from flax import nnx
     from tqdm import tqdm
 
-    from bench.dataset import cache_key, load_dataset
+    from bench.dataset import load_dataset
     from bench.errors import BenchValueError
     from methods.losses import astro_loss, l1_loss
-    from methods.training import dihedral, hardware, split_quads
+    from methods.training import dihedral, hardware, split_quads, write_card
 
     from . import checkpoint as ck
     from .model import ResNetConfig, ResNetDeconv, n_parameters
@@ -67,6 +66,7 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
         raise BenchValueError(f"epochs and lr take two values (pre-training, fine-tuning), got {epochs} and {lr}")
     if not (isinstance(batch, int) and batch >= 1):
         raise BenchValueError(f"batch must be a positive integer, got {batch!r}")
+    ResNetConfig.preset(preset)            # an unknown preset fails before any data is simulated
     ds = load_dataset(dataset, progress=progress, keys=("image", "psf", "noise_sigma", "truth", "quad_id"))
     tr, va = split_quads(ds, val_fraction)
     arrays = [np.asarray(ds[k], dtype=np.float32) for k in ("image", "psf", "noise_sigma", "truth")]
@@ -131,46 +131,25 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     wall = time.perf_counter() - t_start
     vpsnr, vssim = evaluate(make_predict(graphdef), params, val_data)
     ck.save(out, cfg, params, state={**state, "elapsed_s": wall})   # final: weights only
-    card = {
-        "model": "resnet-jax", "preset": preset, "config": cfg.to_dict(),
-        "parameters": n_parameters(nnx.merge(graphdef, params)),
-        "dataset": dataset, "dataset_key": cache_key(ds.spec), "train_samples": int(len(tr)),
-        "validation_samples": int(len(va)), "validation_split": f"last {val_fraction:.0%} of quads",
-        "schedule": {"epochs": list(epochs), "lr": list(lr), "batch": batch, "optimizer": "Adam (optax)",
-                     "losses": ["L1", "L1 + 0.1 astro (flux, centroid, moments)"],
-                     "augmentation": "random rotation by 90 k degrees and mirror per batch", "seed": seed},
-        "steps": state["step"], "wall_time_s": round(wall, 1),
-        "hardware": hardware(jax=jax.__version__, jax_backend=jax.default_backend(),
-                             devices=[str(d.device_kind) for d in jax.devices()]),
-        "validation": {"psnr_db": round(vpsnr, 3), "ssim": round(vssim, 4)},
-        "recipe": "python -m methods.resnet_jax.train " + " ".join(sys.argv[1:]) if __name__ == "__main__" else None,
-    }
-    ck.card_path(out).write_text(json.dumps(card, indent=2) + "\n")
+    schedule = {"epochs": list(epochs), "lr": list(lr), "batch": batch, "optimizer": "Adam (optax)",
+                "losses": ["L1", "L1 + 0.1 astro (flux, centroid, moments)"],
+                "augmentation": "random rotation by 90 k degrees and mirror per batch", "seed": seed}
+    hw = hardware(jax=jax.__version__, jax_backend=jax.default_backend(),
+                  devices=[str(d.device_kind) for d in jax.devices()])
+    card = write_card(ck.card_path(out), model="resnet-jax", preset=preset, config=cfg.to_dict(),
+                      parameters=n_parameters(nnx.merge(graphdef, params)), ds=ds, n_train=len(tr),
+                      n_val=len(va), val_fraction=val_fraction, schedule=schedule, state=state, wall=wall,
+                      validation=(vpsnr, vssim), hardware_info=hw, module="methods.resnet_jax.train")
     return card
 
 
 def main(argv=None) -> int:
-    from bench.cli import make_parser
+    from methods.training import main as training_main
 
     from .checkpoint import DEFAULT_CHECKPOINT
-
-    p = make_parser("python -m methods.resnet_jax.train", "Train the JAX residual encoder-decoder.")
-    p.add_argument("--dataset", default="train", help="training dataset spec [train]")
-    p.add_argument("--preset", default="small", help="small or full [small]")
-    p.add_argument("--out", default=str(DEFAULT_CHECKPOINT), help="checkpoint path [the shipped one]")
-    p.add_argument("--epochs", type=int, nargs=2, default=[40, 10], help="pre-training, fine-tuning [40 10]")
-    p.add_argument("--lr", type=float, nargs=2, default=[1e-3, 1e-4], help="learning rates [1e-3 1e-4]")
-    p.add_argument("--batch", type=int, default=32, help="batch size [32]")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="validation share of quads [0.1]")
-    p.add_argument("--seed", type=int, default=0, help="seed [0]")
-    p.add_argument("--resume", action="store_true", help="continue from --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    a = p.parse_args(argv)
-    card = train(dataset=a.dataset, preset=a.preset, out=a.out, epochs=tuple(a.epochs), lr=tuple(a.lr),
-                 batch=a.batch, val_fraction=a.val_fraction, seed=a.seed, resume=a.resume,
-                 progress=not a.no_progress)
-    print(json.dumps(card["validation"]), f"{card['wall_time_s']} s, {card['steps']} steps -> {a.out}")
-    return 0
+    return training_main(train, prog="python -m methods.resnet_jax.train",
+                         description="Train the JAX residual encoder-decoder.", default_out=DEFAULT_CHECKPOINT,
+                         argv=argv)
 
 
 if __name__ == "__main__":
