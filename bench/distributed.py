@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -204,8 +205,9 @@ def run_shards(client, source, n_samples: int, work_dir, *, shard_size: int = SH
     _manifest(work_dir, {"source": str(source), "source_id": file_identity(source), "n": n_samples,
                          "shard_size": shard_size, **task_kwargs})
     todo = [(a, b) for a, b in bounds if not _shard_path(work_dir, a, b).exists()]
+    run_id = uuid.uuid4().hex[:8]      # keys unique per call: Dask must not hand back an earlier result
     futures = [client.submit(process_shard, str(source), a, b, str(work_dir), pure=False, retries=retries,
-                             key=f"shard-{work_dir.name}-{a}-{b}-{os.getpid()}", **task_kwargs)
+                             key=f"shard-{a}-{b}-{run_id}", **task_kwargs)
                for a, b in todo]
     client.gather(futures)
     return [_shard_path(work_dir, a, b) for a, b in bounds]
