@@ -26,8 +26,11 @@ def dask_client(request):
     if not (scheduler or workers):
         yield None
         return
+    from bench.devices import cuda_unavailable_reason, module_missing
     from bench.distributed import connect
-    client = connect(scheduler, workers)
+    # one worker per GPU where there are GPUs and dask-cuda to start them
+    gpus = not cuda_unavailable_reason() and not module_missing("dask_cuda")
+    client = connect(scheduler, workers, device="cuda" if gpus else "cpu")
     yield client
     client.close()
 
