@@ -50,3 +50,17 @@ def test_metric_accumulates_per_bin(pair):
     assert t.loc["all", "psnr_mean"] == pytest.approx(np.mean(np.r_[psnr(pred[:3], truth[:3]), psnr(pred[4:], truth[4:])]))
     with pytest.raises(BenchValueError):
         m.update(pred, truth, np.zeros(6))
+
+
+def test_object_scores_band_means_and_failures():
+    from bench.metrics import object_scores, psnr, ssim
+    rng = np.random.default_rng(1)
+    truth = rng.random((3, 2, 24, 24))
+    pred = truth + 0.05 * rng.standard_normal(truth.shape)
+    pred[1, 0, 5, 5] = np.nan
+    p, s = object_scores(pred, truth)
+    assert np.isnan(p[1]) and np.isnan(s[1])
+    np.testing.assert_allclose(p[[0, 2]], psnr(pred[[0, 2]], truth[[0, 2]]).mean(axis=1))
+    np.testing.assert_allclose(s[[0, 2]], ssim(pred[[0, 2]], truth[[0, 2]]).mean(axis=1))
+    p1, _ = object_scores(pred[:, 0], truth[:, 0])           # single band (N, n, n)
+    np.testing.assert_allclose(p1[[0, 2]], psnr(pred[[0, 2], 0], truth[[0, 2], 0]))

@@ -92,3 +92,21 @@ def test_report_writes_md_and_self_contained_html(tmp_path):
     assert "Side by side" in md and "wiener-fftw" in md and "no GPU" in md and "test cpu" in md
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3
+
+
+def test_speedups_count_every_band_and_per_bin_table():
+    """A 3-band row is compared with 3 single-band GalSim-loop stamps; '+metacal' twins stay out of the bin table."""
+    from bench.report import by_snr_table, rows, speedups, summary_table
+    d = copy.deepcopy(BASE)
+    d["benchmarks"][3]["extra_info"]["n_bands"] = 3
+    df = rows(d)
+    s = dict(zip(df["method"], speedups(df)))
+    assert s["fourier+metacal"] == pytest.approx(80.0 * 3 / 1.5)
+    assert s["wiener-fftw"] == pytest.approx(80.0 / 0.4)          # no n_bands recorded: one band
+    assert s["reference-workload"] is None
+    assert summary_table(df).set_index("method").loc["fourier+metacal", "speedup_vs_galsim_loop"] == \
+        pytest.approx(160.0)
+    d["benchmarks"].append(_row("wiener-fftw+metacal", 2.0, psnr=31.0))
+    t = by_snr_table(rows(d))
+    assert set(t["method"]) == {"wiener-fftw", "reference-workload", "galsim-loop[dilate]"}
+    assert list(t[t["method"] == "wiener-fftw"]["snr"]) == ["10-40", "all"]
