@@ -106,26 +106,22 @@ class DatasetSpec:
 
         Equal weights give ``q % n_bins``. Otherwise each bin gets its share of the
         quads (largest remainder) and quad q goes to the bin furthest behind its share
-        so far, which interleaves the bins evenly.
+        so far, which interleaves the bins evenly: the merge, in order, of each bin's
+        ideal positions ``(j + 0.5) / count``, ties to the lower bin.
         """
         import numpy as np
 
         nb = len(self.snr_bins) - 1
-        q = np.arange(self.n_quads)
         w = self.snr_bin_weights
         if w is None or len(set(w)) == 1:
-            return q % nb
+            return np.arange(self.n_quads) % nb
         w = np.asarray(w, dtype=float) / sum(w)
         share = w * self.n_quads
         counts = np.floor(share).astype(int)
         counts[np.argsort(-(share - counts), kind="stable")[: self.n_quads - counts.sum()]] += 1
-        out = np.empty(self.n_quads, dtype=int)
-        done = np.zeros(nb)
-        for i in range(self.n_quads):
-            b = int(np.argmin(np.where(counts > done, (done + 0.5) / np.maximum(counts, 1), np.inf)))
-            out[i] = b
-            done[b] += 1
-        return out
+        position = np.concatenate([(np.arange(c) + 0.5) / max(c, 1) for c in counts])
+        label = np.repeat(np.arange(nb), counts)
+        return label[np.lexsort((label, position))]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
