@@ -215,3 +215,16 @@ def check_batch(image, psf, noise_sigma=None, *, xp=None):
             raise BenchValueError(f"noise_sigma must have shape {tuple(image.shape[:2])}, got {tuple(noise_sigma.shape)}")
         if not bool(xp.all(noise_sigma > 0)):
             raise BenchValueError(f"noise_sigma must be > 0, got min {float(xp.min(noise_sigma))!r}")
+
+
+def check_network_batch(name: str, checkpoint, bands: int, stamp_size: int, image, psf, noise_sigma, *, xp):
+    """:func:`check_batch`, then what a trained network also needs: its checkpoint's band count and
+    stamp size, and finite inputs. Raises naming the checkpoint, the method and the bad value."""
+    check_batch(image, psf, noise_sigma, xp=xp)
+    if image.shape[1] != bands or tuple(image.shape[-2:]) != (stamp_size, stamp_size):
+        raise BenchValueError(
+            f"checkpoint {str(checkpoint)!r} expects {bands} bands of {stamp_size}x{stamp_size} stamps, "
+            f"got {image.shape[1]} bands of {image.shape[-2]}x{image.shape[-1]}")
+    for label, a in (("image", image), ("psf", psf), ("noise_sigma", noise_sigma)):
+        if not bool(xp.all(xp.isfinite(a))):
+            raise BenchValueError(f"{label} has non-finite values; {name} needs finite inputs")

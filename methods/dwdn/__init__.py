@@ -12,7 +12,7 @@ import contextlib
 
 from bench.errors import BenchValueError
 
-from ..registry import Method, check_batch, register
+from ..registry import Method, check_network_batch, register
 
 DTYPES = ("float32", "bfloat16")
 
@@ -51,15 +51,9 @@ class DWDNMethod(Method):
     def deconvolve(self, image, psf, noise_sigma):
         import torch
 
-        check_batch(image, psf, noise_sigma, xp=_torch_xp())
         cfg = self.model.cfg
-        if image.shape[1] != cfg.bands or image.shape[-1] != cfg.stamp_size:
-            raise BenchValueError(
-                f"checkpoint {str(self.checkpoint)!r} expects {cfg.bands} bands of {cfg.stamp_size}x"
-                f"{cfg.stamp_size} stamps, got {image.shape[1]} bands of {image.shape[-2]}x{image.shape[-1]}")
-        for name, t in (("image", image), ("psf", psf), ("noise_sigma", noise_sigma)):
-            if not bool(torch.isfinite(t).all()):
-                raise BenchValueError(f"{name} has non-finite values; dwdn needs finite inputs")
+        check_network_batch(self.name, self.checkpoint, cfg.bands, cfg.stamp_size, image, psf, noise_sigma,
+                            xp=_torch_xp())
         dev = image.device
         if next(self.model.parameters()).device != dev:
             self.model.to(dev)

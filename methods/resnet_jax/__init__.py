@@ -15,7 +15,7 @@ import time
 from bench.devices import module_missing
 from bench.errors import BenchValueError
 
-from ..registry import Method, check_batch, register
+from ..registry import Method, check_network_batch, register
 
 #: JAX's CUDA plugins (any one will do); found without importing JAX.
 CUDA_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin")
@@ -88,15 +88,8 @@ class ResNetJAXMethod(Method):
     def deconvolve(self, image, psf, noise_sigma):
         import jax.numpy as jnp
 
-        check_batch(image, psf, noise_sigma, xp=jnp)
         cfg = self.cfg
-        if image.shape[1] != cfg.bands or image.shape[-1] != cfg.stamp_size or image.shape[-2] != cfg.stamp_size:
-            raise BenchValueError(
-                f"checkpoint {str(self.checkpoint)!r} expects {cfg.bands} bands of {cfg.stamp_size}x"
-                f"{cfg.stamp_size} stamps, got {image.shape[1]} bands of {image.shape[-2]}x{image.shape[-1]}")
-        for name, a in (("image", image), ("psf", psf), ("noise_sigma", noise_sigma)):
-            if not bool(jnp.isfinite(a).all()):
-                raise BenchValueError(f"{name} has non-finite values; resnet-jax needs finite inputs")
+        check_network_batch(self.name, self.checkpoint, cfg.bands, cfg.stamp_size, image, psf, noise_sigma, xp=jnp)
         self.compile_s = 0.0
         device = next(iter(image.devices()))
         params = self._params_on(device)
