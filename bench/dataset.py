@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .arrays import FRAMEWORKS, to_framework  # noqa: F401  (to_framework: part of the API)
 from .errors import BenchValueError, unknown_name
 from .spec import DATASETS_DIR, DatasetSpec, load_spec
 
 FORMAT_VERSION = 1
 CACHE_DIR = DATASETS_DIR / "cache"
 DEVICES = ("cpu", "cuda")
-FRAMEWORKS = ("numpy", "torch", "jax", "cupy")
 
 
 def cache_key(spec: DatasetSpec) -> str:
@@ -127,22 +127,6 @@ class Dataset:
 
     def snr_bin_edges(self) -> tuple[float, ...]:
         return self.spec.snr_bins
-
-
-def to_framework(arr, framework: str):
-    """Hand *arr* to *framework* through DLPack (no copy where the framework allows)."""
-    if framework == "numpy":
-        return np.from_dlpack(arr) if not isinstance(arr, np.ndarray) else arr
-    if framework == "torch":
-        import torch
-        return torch.from_dlpack(arr)
-    if framework == "jax":
-        import jax.numpy as jnp
-        return jnp.from_dlpack(arr)
-    if framework == "cupy":
-        import cupy
-        return cupy.from_dlpack(arr)
-    raise unknown_name("framework", framework, FRAMEWORKS)
 
 
 def load_dataset(spec: DatasetSpec | str, *, device: str = "cpu", cache_dir: Path | None = None,

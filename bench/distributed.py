@@ -126,36 +126,41 @@ def process_shard(source: str, start: int, stop: int, work_dir: str, *, metacal_
     """
     import h5py
 
-    from .metacal import metacal
+    from . import pipeline
+    from .metacal import MetacalConfig
 
     out = _shard_path(Path(work_dir), start, stop)
     if out.exists():
         return str(out)
     with h5py.File(source, "r") as f:
-        data = {k: f[k][start:stop] for k in ("image", "psf", "noise_sigma", "row", "col", "truth")
+        data = {k: f[k][start:stop] for k in ("image", "psf", "noise_sigma", "row", "col", "truth", "noise",
+                                                "quad_id", "rotation")
                 if k in f and (k != "truth" or quality)}
-        pixel_scale = float(f.attrs["pixel_scale"]) if "pixel_scale" in f.attrs else \
-            json.loads(f.attrs["spec"])["pixel_scale"]
-    dec = None
-    res = {}
+        spec = json.loads(f.attrs["spec"]) if "spec" in f.attrs else {}
+        pixel_scale = float(f.attrs["pixel_scale"]) if "pixel_scale" in f.attrs else spec["pixel_scale"]
+    cfg = MetacalConfig(**metacal_kwargs)
+    noise, keys = data.get("noise"), np.arange(start, stop)      # keys: global, whatever the sharding
+    if cfg.noise_correction and noise is None and "quad_id" in data:
+        # a dataset cache: fields paired as the dataset pairs its noise
+        shape = data["image"].shape[1:] if data["image"].ndim == 4 else (1,) + data["image"].shape[1:]
+        sig = np.asarray(data["noise_sigma"]).reshape(len(keys), -1)
+        noise = pipeline.paired_noise(data["quad_id"], data["rotation"], sig, shape, seed=cfg.noise_seed,
+                                      pairing=spec.get("noise_pairing", "independent"))
+        noise = noise.reshape(data["image"].shape)
+    m = None
     if method is not None:
         from methods import get_method, get_method_class
-        from methods.registry import deconvolve_numpy
 
         if get_method_class(method).produces_image:
             if (method, device) not in _METHODS:
                 _METHODS[(method, device)] = get_method(method, device=device)
             m = _METHODS[(method, device)]
-            image, psf, sig = data["image"], data["psf"], np.asarray(data["noise_sigma"], data["image"].dtype)
-            four = image.ndim == 4
-            dec = deconvolve_numpy(m, image if four else image[:, None], psf if four else psf[:, None],
-                                   sig if sig.ndim == 2 else sig[:, None], device=device)
-            dec = dec.reshape(image.shape)
-            if quality:
-                from .metrics import object_scores
-                res["psnr"], res["ssim"] = object_scores(dec, data["truth"])
-    res.update(metacal(data["image"], data["psf"], pixel_scale=pixel_scale, row=data.get("row"),
-                       col=data.get("col"), deconvolved=dec, **metacal_kwargs))
+    res, dec = pipeline.run(m, data["image"], data["psf"], data["noise_sigma"], pixel_scale=pixel_scale,
+                            row=data.get("row"), col=data.get("col"), config=cfg, noise=noise, noise_keys=keys,
+                            device=device)
+    if dec is not None and quality:
+        from .metrics import object_scores
+        res["psnr"], res["ssim"] = object_scores(dec, data["truth"])
     _save_atomic(out, res)
     return str(out)
 
@@ -218,6 +223,9 @@ def gather_outputs(paths) -> dict[str, np.ndarray]:
     parts = [dict(np.load(p)) for p in paths]
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if np.ndim(parts[0][k]) > 0}
     out["time_s"] = np.float64(sum(float(p["time_s"]) for p in parts))
+    for k in ("noise_correction", "noise_seed"):          # settings: the same in every shard
+        if k in parts[0]:
+            out[k] = parts[0][k]
     return out
 
 

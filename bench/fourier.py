@@ -46,3 +46,22 @@ def convolve(image: np.ndarray, psf: np.ndarray) -> np.ndarray:
     m = padded_size(n)
     out = sfft.irfft2(sfft.rfft2(image, s=(m, m)) * centered_psf_ft(psf, m), s=(m, m))
     return out[..., :n, :n].astype(np.result_type(image.dtype, np.float32), copy=False)
+
+
+def lanczos_ft(k, n: int = 15):
+    """Fourier transform of the Lanczos-n kernel (GalSim's formula), k in rad/pixel."""
+    from scipy.special import sici
+
+    u = np.asarray(k) / (2 * np.pi)
+    vp, vm = n * (2 * u + 1), n * (2 * u - 1)
+
+    def si(z):
+        return sici(np.pi * z)[0]
+
+    return ((vm - 1) * si(vm - 1) - (vm + 1) * si(vm + 1)
+            - (vp - 1) * si(vp - 1) + (vp + 1) * si(vp + 1)) / (2 * np.pi)
+
+
+def pixel_ft(k):
+    """Fourier transform of a unit pixel, sin(k/2) / (k/2), k in rad/pixel."""
+    return np.sinc(np.asarray(k) / (2 * np.pi))

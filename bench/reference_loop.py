@@ -28,7 +28,7 @@ def weighted_moments(image: np.ndarray, row: float, col: float, scale: float, we
 
 
 def galsim_metacal_one(image, psf, *, pixel_scale: float, row: float, col: float,
-                       psf_mode: str = "dilate", step: float = 0.01, weight_fwhm: float = 1.2) -> dict:
+                       kernel: str = "dilate", step: float = 0.01, weight_fwhm: float = 1.2) -> dict:
     """Metacal of one stamp through GalSim objects, as ngmix does; returns {type: (e1, e2, T)}."""
     import galsim
 
@@ -39,12 +39,12 @@ def galsim_metacal_one(image, psf, *, pixel_scale: float, row: float, col: float
     psf_int = galsim.InterpolatedImage(gs_psf, x_interpolant="lanczos15")
     gal_nopsf = galsim.Convolve(gal, galsim.Deconvolve(psf_int))
     dilation = 1.0 + 2.0 * abs(step)
-    if psf_mode == "dilate":
+    if kernel == "dilate":
         pixel = galsim.Pixel(pixel_scale)
         target = galsim.Convolve(galsim.Convolve(psf_int, galsim.Deconvolve(pixel)).dilate(dilation), pixel)
     else:
-        from .metacal import gauss_target_sigma
-        sigma = gauss_target_sigma(np.asarray(psf, dtype=np.float64)[None])[0] * pixel_scale
+        from .metacal import target_sigma
+        sigma = target_sigma(kernel, np.asarray(psf, dtype=np.float64)[None], pixel_scale)[0] * pixel_scale
         target = galsim.Gaussian(sigma=sigma * dilation)
     out = {}
     for t in TYPES:

@@ -40,7 +40,7 @@ def _loop_per_5000(dataset, mode, rounds=3):
     times = []
     for _ in range(rounds):
         t0 = time.perf_counter()
-        galsim_metacal_loop(img, psf, pixel_scale=dataset.spec.pixel_scale, rows=row, cols=col, psf_mode=mode)
+        galsim_metacal_loop(img, psf, pixel_scale=dataset.spec.pixel_scale, rows=row, cols=col, kernel=mode)
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * N_REF / N_LOOP
 
@@ -79,7 +79,7 @@ def test_generate_dataset(benchmark):
 def test_galsim_reference_loop(benchmark, dataset, mode):
     """ngmix's way: one object at a time through GalSim (InterpolatedImage, Deconvolve, ...)."""
     img, psf, row, col = _r_band(dataset, N_LOOP)
-    kwargs = dict(pixel_scale=dataset.spec.pixel_scale, rows=row, cols=col, psf_mode=mode)
+    kwargs = dict(pixel_scale=dataset.spec.pixel_scale, rows=row, cols=col, kernel=mode)
     benchmark.pedantic(galsim_metacal_loop, args=(img, psf), kwargs=kwargs, rounds=3, iterations=1)
     peak, kind = measure_peak(lambda: galsim_metacal_loop(img, psf, **kwargs), "galsim", "cpu")
     benchmark.extra_info.update(method=f"galsim-loop[{mode}]", framework="galsim", device="cpu", psf=mode,
@@ -99,7 +99,7 @@ def test_metacal_fourier(benchmark, dataset, mode, device):
             pytest.skip(f"cuda unavailable: {why}")
         import cupy
         img, psf = cupy.asarray(img), cupy.asarray(psf)
-    kwargs = dict(pixel_scale=dataset.spec.pixel_scale, row=row, col=col, psf_mode=mode)
+    kwargs = dict(pixel_scale=dataset.spec.pixel_scale, row=row, col=col, kernel=mode)
     out = benchmark.pedantic(metacal, args=(img, psf), kwargs=kwargs, rounds=3, iterations=1,
                              warmup_rounds=1)
     assert np.isfinite(out["R11"]).mean() > 0.99

@@ -13,6 +13,7 @@ import fnmatch
 from importlib.metadata import entry_points
 from typing import ClassVar
 
+from bench.arrays import method_inputs, to_numpy  # noqa: F401  (method_inputs: part of the API)
 from bench.devices import cuda_unavailable_reason, module_missing
 from bench.errors import BenchValueError, MethodUnavailableError, unknown_name
 
@@ -153,32 +154,6 @@ def best_device(cls: type[Method]) -> str:
     return cls.devices[0]
 
 
-def method_inputs(arrays, framework: str, device: str = "cpu") -> list:
-    """NumPy *arrays* as *framework* arrays on *device* (DLPack on the CPU: no copy)."""
-    from bench.dataset import to_framework
-
-    if framework == "cupy":
-        import cupy
-        return [cupy.asarray(a) for a in arrays]
-    if framework == "torch":
-        return [to_framework(a, "torch").to(device) for a in arrays]
-    if framework == "jax":
-        import jax
-        dev = jax.devices("gpu")[0] if device == "cuda" else jax.devices("cpu")[0]
-        return [jax.device_put(to_framework(a, "jax"), dev) for a in arrays]
-    return list(arrays)
-
-
-def deconvolve_numpy(method: Method, image, psf, noise_sigma, *, device: str = "cpu"):
-    """Run *method* on NumPy (N, B, n, n) inputs on *device*; the result comes back as NumPy."""
-    import numpy as np
-
-    from bench.metacal import to_numpy
-
-    arrays = [np.ascontiguousarray(a) for a in (image, psf, noise_sigma)]
-    return to_numpy(method.deconvolve(*method_inputs(arrays, method.framework, device)))
-
-
 def plugin_errors() -> dict[str, str]:
     _load_plugins()
     return dict(_PLUGIN_ERRORS)
@@ -201,8 +176,6 @@ def check_batch(image, psf, noise_sigma=None, *, xp=None):
         raise BenchValueError(f"psf has {psf.shape[1]} bands but image has {image.shape[1]}")
     if psf.shape[2:] != image.shape[2:]:
         raise BenchValueError(f"psf stamps are {tuple(psf.shape[2:])} but image stamps are {tuple(image.shape[2:])}")
-    from bench.metacal import to_numpy
-
     flat = psf.reshape(psf.shape[0] * psf.shape[1], -1)
     # einsum needs no temporary where the array module has it (NumPy, CuPy)
     power = xp.einsum("ij,ij->i", flat, flat) if hasattr(xp, "einsum") else xp.sum(flat * flat, axis=1)

@@ -9,6 +9,13 @@ from methods import get_method, get_method_class, list_methods
 from methods.richardson_lucy import richardson_lucy
 from methods.wiener import wiener
 
+import functools as _functools
+
+from bench.metacal import metacal as _engine
+
+# these tests check the engine without the noise correction (ngmix fixnoise=False)
+metacal = _functools.partial(_engine, noise_correction=False)
+
 restoration = pytest.importorskip("skimage.restoration")
 BACKENDS = ["scipy"] + ([] if module_missing("pyfftw") else ["pyfftw"])
 
@@ -91,7 +98,6 @@ def test_gpu_methods_listed_with_reason():
 
 
 def test_inside_metacal_real_space_path(smoke):
-    from bench.metacal import metacal
     img, psf = smoke["image"][:12], smoke["psf"][:12]
     dec = get_method("wiener-fftw").deconvolve(img, psf, smoke["noise_sigma"][:12])
     out = metacal(img, psf, pixel_scale=smoke.spec.pixel_scale, row=smoke["row"][:12],

@@ -17,6 +17,13 @@ from bench.metacal import metacal  # noqa: E402
 from bench.shear import ShearBiasMetric, combine_bands  # noqa: E402
 from conftest import run_module  # noqa: E402
 
+import functools as _functools
+
+from bench.metacal import metacal as _engine
+
+# these tests check the engine without the noise correction (ngmix fixnoise=False)
+metacal = _functools.partial(_engine, noise_correction=False)
+
 SHARD = 8          # samples per shard; with 3 bands, 24 objects = 3 metacal chunks of 8
 CHUNK = 8
 
@@ -49,7 +56,7 @@ def _bias(smoke, res):
 
 def test_local_cluster_equals_single_process_exactly(client, smoke, source, tmp_path):
     paths = run_shards(client, source, len(smoke), tmp_path / "w", shard_size=SHARD,
-                       metacal_kwargs={"chunk": CHUNK})
+                       metacal_kwargs={"noise_correction": False, "chunk": CHUNK})
     assert len(paths) == len(smoke) // SHARD and all(p.exists() for p in paths)
     dist, single = gather_outputs(paths), _single(smoke)
     for k in single:
@@ -63,7 +70,7 @@ def test_measurement_pass_with_a_method_equals_single_process(client, smoke, sou
     from bench.metrics import psnr, ssim
     from methods import get_method
     paths = run_shards(client, source, len(smoke), tmp_path / "w", shard_size=SHARD,
-                       metacal_kwargs={"chunk": CHUNK}, method="wiener-fftw", quality=True)
+                       metacal_kwargs={"noise_correction": False, "chunk": CHUNK}, method="wiener-fftw", quality=True)
     dist = gather_outputs(paths)
     m = get_method("wiener-fftw")
     dec = np.concatenate([m.deconvolve(smoke["image"][a:b], smoke["psf"][a:b], smoke["noise_sigma"][a:b])
@@ -77,14 +84,14 @@ def test_measurement_pass_with_a_method_equals_single_process(client, smoke, sou
 
 def test_finished_shards_are_kept_and_reused(client, smoke, source, tmp_path):
     work = tmp_path / "w"
-    paths = run_shards(client, source, len(smoke), work, shard_size=SHARD, metacal_kwargs={"chunk": CHUNK})
+    paths = run_shards(client, source, len(smoke), work, shard_size=SHARD, metacal_kwargs={"noise_correction": False, "chunk": CHUNK})
     stamps = {p: p.stat().st_mtime_ns for p in paths}
     paths[1].unlink()                                  # as if the run had stopped before this shard
-    again = run_shards(client, source, len(smoke), work, shard_size=SHARD, metacal_kwargs={"chunk": CHUNK})
+    again = run_shards(client, source, len(smoke), work, shard_size=SHARD, metacal_kwargs={"noise_correction": False, "chunk": CHUNK})
     assert again == paths and paths[1].exists()
     assert all(p.stat().st_mtime_ns == stamps[p] for p in paths if p != paths[1])
     # other settings: the old shards are not mixed in
-    run_shards(client, source, len(smoke), work, shard_size=SHARD, metacal_kwargs={"chunk": CHUNK, "step": 0.02})
+    run_shards(client, source, len(smoke), work, shard_size=SHARD, metacal_kwargs={"noise_correction": False, "chunk": CHUNK, "step": 0.02})
     assert paths[0].stat().st_mtime_ns != stamps[paths[0]]
 
 
@@ -97,7 +104,7 @@ def test_worker_dying_mid_run_loses_no_results(smoke, source, tmp_path):
 
         def run():
             result["paths"] = run_shards(client, source, len(smoke), work, shard_size=4,
-                                         metacal_kwargs={"chunk": 4, "dtype": "float64"})
+                                         metacal_kwargs={"noise_correction": False, "chunk": 4, "dtype": "float64"})
 
         t = threading.Thread(target=run)
         t.start()
@@ -118,9 +125,9 @@ def test_worker_dying_mid_run_loses_no_results(smoke, source, tmp_path):
 
 
 def test_process_shard_returns_existing_file(source, tmp_path):
-    first = process_shard(str(source), 0, 4, str(tmp_path), metacal_kwargs={})
+    first = process_shard(str(source), 0, 4, str(tmp_path), metacal_kwargs={"noise_correction": False})
     before = os.stat(first).st_mtime_ns
-    assert process_shard(str(source), 0, 4, str(tmp_path), metacal_kwargs={}) == first
+    assert process_shard(str(source), 0, 4, str(tmp_path), metacal_kwargs={"noise_correction": False}) == first
     assert os.stat(first).st_mtime_ns == before
 
 

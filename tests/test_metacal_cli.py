@@ -59,7 +59,7 @@ def test_bad_input_exits_2(tmp_path, good, case):
 
 @pytest.mark.parametrize("args,words", [
     (["--method", "fourir"], "Did you mean 'fourier'"),
-    (["--psf", "gaus"], "allowed: dilate, gauss"),
+    (["--psf", "gaus"], "allowed: azgauss, dilate, fitgauss, gauss"),
     (["--step", "-0.01"], "step"),
 ])
 def test_bad_options_exit_2(tmp_path, good, args, words):

@@ -11,7 +11,7 @@ def test_galsim_loop_matches_ngmix(reference, mode):
     d = reference
     k = slice(0, 3)
     r = galsim_metacal_loop(d["image"][k], d["psf"][k], pixel_scale=float(d["pixel_scale"]),
-                            rows=d["row"][k], cols=d["col"][k], psf_mode=mode)
+                            rows=d["row"][k], cols=d["col"][k], kernel=mode)
     for t in ("noshear", "1p", "1m", "2p", "2m"):
         np.testing.assert_allclose(r[f"{t}_e1"], d[f"{mode}_{t}_e1"][k], rtol=0, atol=1e-6)
         np.testing.assert_allclose(r[f"{t}_e2"], d[f"{mode}_{t}_e2"][k], rtol=0, atol=1e-6)

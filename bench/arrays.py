@@ -1,0 +1,73 @@
+"""Array plumbing shared by every floor: the array namespace, the device, host copies and
+DLPack hand-over between frameworks. Imports nothing of the project but its errors."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import unknown_name
+
+FRAMEWORKS = ("numpy", "torch", "jax", "cupy")
+
+
+def namespace(*arrays):
+    """The array namespace of *arrays*: NumPy itself, or array-api-compat's wrapper for others.
+
+    NumPy input never imports array-api-compat, so the NumPy path needs only NumPy and SciPy.
+    """
+    if all(isinstance(a, np.ndarray) for a in arrays):
+        return np
+    from array_api_compat import array_namespace
+    return array_namespace(*arrays)
+
+
+def device_of(x):
+    """The device of array *x* (None for NumPy)."""
+    if isinstance(x, np.ndarray):
+        return None
+    from array_api_compat import device
+    return device(x)
+
+
+def to_numpy(x) -> np.ndarray:
+    """Copy an array of any supported framework (NumPy, CuPy, torch, JAX) to host NumPy."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "get"):                      # CuPy
+        return x.get()
+    if hasattr(x, "detach"):                   # torch
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def to_framework(arr, framework: str):
+    """Hand *arr* to *framework* through DLPack (no copy where the framework allows)."""
+    if framework == "numpy":
+        return np.from_dlpack(arr) if not isinstance(arr, np.ndarray) else arr
+    if framework == "torch":
+        import torch
+        return torch.from_dlpack(arr)
+    if framework == "jax":
+        import jax.numpy as jnp
+        return jnp.from_dlpack(arr)
+    if framework == "cupy":
+        import cupy
+        return cupy.from_dlpack(arr)
+    raise unknown_name("framework", framework, FRAMEWORKS)
+
+
+def method_inputs(arrays, framework: str, device: str = "cpu") -> list:
+    """NumPy *arrays* as *framework* arrays on *device* (DLPack on the CPU: no copy)."""
+    if framework == "cupy":
+        import cupy
+        return [cupy.asarray(a) for a in arrays]
+    if framework == "torch":
+        return [to_framework(a, "torch").to(device) for a in arrays]
+    if framework == "jax":
+        import jax
+        dev = jax.devices("gpu")[0] if device == "cuda" else jax.devices("cpu")[0]
+        return [jax.device_put(to_framework(a, "jax"), dev) for a in arrays]
+    return list(arrays)
+
+
+__all__ = ["FRAMEWORKS", "device_of", "method_inputs", "namespace", "to_framework", "to_numpy"]

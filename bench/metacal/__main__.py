@@ -1,0 +1,120 @@
+"""``python -m bench.metacal INPUT.npz --out OUT.npz``: metacal of the stamps in a file.
+
+A driver: it may run a registered method (through :mod:`bench.pipeline`) and Dask
+(:mod:`bench.distributed`); the engine below it knows neither.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+from ..cli import make_parser, run_cli
+from ..errors import BenchValueError, unknown_name
+from .config import KERNELS, MetacalConfig
+from .validate import load_input, validate_input
+
+
+def parser():
+    p = make_parser("python -m bench.metacal", "Batched metacalibration of stamps in an npz file.")
+    p.add_argument("input", help="npz with image, psf, noise_sigma, pixel_scale [, row, col, noise]")
+    p.add_argument("--out", required=True, help="output npz")
+    p.add_argument("--method", default="fourier", help="registered deconvolution method [fourier]")
+    p.add_argument("--psf", "--kernel", dest="psf", default="dilate", metavar="KERNEL",
+                   help=f"reconvolution kernel: {', '.join(KERNELS)} [dilate]")
+    p.add_argument("--step", type=float, default=0.01, help="shear step [0.01]")
+    p.add_argument("--weight-fwhm", type=float, default=1.2, help="moment weight FWHM, arcsec [1.2]")
+    p.add_argument("--no-noise-correction", action="store_true",
+                   help="turn off ngmix's noise correction (fixnoise) [on]")
+    p.add_argument("--noise-seed", type=int, default=0,
+                   help="seed of the correction's noise fields when the input has no 'noise' array [0]")
+    p.add_argument("--device", default="cpu", help="cpu or cuda [cpu]")
+    p.add_argument("--workers", type=int, default=None,
+                   help="run on a local Dask cluster of this many worker processes [one process, no Dask]")
+    p.add_argument("--scheduler", default=None, help="run on the Dask scheduler at tcp://HOST:PORT")
+    p.add_argument("--shard-size", type=int, default=None,
+                   help="samples per Dask task, a multiple of 4 [4096]")
+    p.add_argument("--work-dir", default=None,
+                   help="where Dask shards are kept until the output is written; an interrupted run "
+                        "started again with the same input and options continues there [OUT.parts]")
+    return p
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
+    from methods import get_method, get_method_class
+
+    cfg = MetacalConfig(kernel=a.psf, step=a.step, weight_fwhm=a.weight_fwhm,
+                        noise_correction=not a.no_noise_correction, noise_seed=a.noise_seed)
+    if a.device not in ("cpu", "cuda"):
+        raise unknown_name("device", a.device, ("cpu", "cuda"))
+    cls = get_method_class(a.method)
+    if a.device == "cuda":
+        from ..devices import cuda_unavailable_reason, module_missing
+        why = cuda_unavailable_reason() or ("CuPy is not installed (pip install '.[gpu]')"
+                                            if module_missing("cupy") else "")
+        if why:
+            raise BenchValueError(f"--device cuda is unavailable here: {why}")
+    d = load_input(a.input)
+    validate_input(d)
+    if a.workers is not None or a.scheduler:
+        return _main_distributed(a, d, cfg)
+    if a.shard_size is not None or a.work_dir is not None:
+        raise BenchValueError("--shard-size and --work-dir need --workers or --scheduler")
+    from .. import pipeline
+
+    image, psf = d["image"], d["psf"]
+    if a.device == "cuda" and not cls.produces_image:
+        import cupy
+        image, psf = cupy.asarray(image), cupy.asarray(psf)
+    method = get_method(a.method, device=a.device) if cls.produces_image else None
+    out, _ = pipeline.run(method, image, psf, d["noise_sigma"], pixel_scale=float(d["pixel_scale"]),
+                          row=d.get("row"), col=d.get("col"), config=cfg, noise=d.get("noise"), device=a.device)
+    _write_output(a, out)
+    return 0
+
+
+def _write_output(a, out) -> None:
+    nflag = int(np.count_nonzero(out["flags"]))
+    tmp = a.out + ".tmp.npz"
+    np.savez(tmp, **out)
+    os.replace(tmp, a.out)
+    corr = "noise correction on" if bool(out.get("noise_correction", False)) else "no noise correction"
+    print(f"metacal ({a.method}, {a.psf}, {corr}): {out['flags'].size} objects, {nflag} flagged, "
+          f"{float(out['time_s']):.3f} s -> {a.out}")
+
+
+def _main_distributed(a, d, cfg) -> int:
+    """The same computation as shards on Dask: the input becomes a chunked HDF5 file the workers read."""
+    import shutil
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from ..distributed import SHARD_SIZE, connect, gather_outputs, run_shards, shard_bounds, write_h5
+
+    if a.workers is not None and a.scheduler:
+        raise BenchValueError("give --workers or --scheduler, not both")
+    shard = SHARD_SIZE if a.shard_size is None else a.shard_size
+    shard_bounds(len(d["image"]), shard)                          # validates the size before any work
+    work = Path(a.work_dir or a.out + ".parts")
+    work.mkdir(parents=True, exist_ok=True)
+    source = work / "input.h5"
+    if not source.exists():
+        write_h5(source, {k: v for k, v in d.items() if k in ("image", "psf", "noise_sigma", "row", "col",
+                                                                "pixel_scale", "noise")})
+    kwargs = {k: v for k, v in asdict(cfg).items() if k != "chunk"}
+    client = connect(a.scheduler, a.workers, device=a.device)
+    try:
+        paths = run_shards(client, source, len(d["image"]), work / "shards", shard_size=shard,
+                           metacal_kwargs=kwargs, method=a.method, device=a.device)
+    finally:
+        client.close()
+    _write_output(a, gather_outputs(paths))
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, prog="python -m bench.metacal"))

@@ -1,0 +1,265 @@
+"""Reconvolution kernels (target PSFs) of metacal, as ngmix master builds them.
+
+* ``dilate``: the PSF with the pixel deconvolved, dilated by ``D = 1 + 2|step|``,
+  reconvolved with the pixel, with the lanczos15 interpolant (built on the lattice in
+  :func:`bench.metacal.lattice.plan`: ``T(k) = P(D k) u(D k) Pix(k) / Pix(D k)``).
+* The Gaussian kernels are round, ``flux exp(-|D k|^2 sigma^2 / 2)``, no pixel; they
+  differ in how sigma is chosen from the PSF (each function below returns sigma in pixels):
+
+  - ``gauss`` (:func:`gauss_target_sigma`): on ngmix's k lattice (spacing stepk / 4, with its
+    half-cell offset) the smallest |k|^2 where Re PSF(k) < 1e-2 flux is where the Gaussian
+    reaches 3e-3. Pixel-wise, so not noise robust.
+  - ``azgauss`` (:func:`azgauss_target_sigma`): the same lattice averaged in annuli of width
+    stepk / 4; the crossing of 3e-2 flux is interpolated in log between annuli, and the
+    Gaussian is pinned to 9e-3 there.
+  - ``fitgauss`` (:func:`fitgauss_target_sigma`): adaptive moments of the PSF image, made
+    round with the larger eigenvalue (ngmix's ellipticity dilation, capped at 1.1). The fit
+    includes the pixel, so the kernel is not reconvolved with it (nor is any Gaussian kernel).
+
+References
+----------
+ngmix ``metacal/metacal.py``, ``metacal/azgauss_target_psf.py``, ``metacal/fitgauss_target_psf.py``
+(E. Sheldon et al.); adaptive moments: Bernstein & Jarvis 2002, AJ 123, 583.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..arrays import device_of, namespace, to_numpy
+from ..errors import unknown_name
+from ..fourier import lanczos_ft
+from .lattice import fold, fold_positions
+
+AZGAUSS_SMALL_KVAL = 3e-2        # where the PSF's annular profile is cut
+AZGAUSS_SMALLER_KVAL = 9e-3      # what the target Gaussian is pinned to there
+FITGAUSS_MAX_DILATION = 1.1
+
+
+def target_sigma(kernel: str, psf, pixel_scale: float) -> np.ndarray:
+    """Width (pixels, before the ``1 + 2|step|`` dilation) of Gaussian *kernel* for each PSF (N, n, n)."""
+    if kernel == "gauss":
+        return gauss_target_sigma(psf)
+    if kernel == "azgauss":
+        return azgauss_target_sigma(psf)
+    if kernel == "fitgauss":
+        return fitgauss_target_sigma(psf)
+    raise unknown_name("Gaussian kernel", kernel, ("gauss", "azgauss", "fitgauss"))
+
+
+def _stepk_dk(xp, psf, flux) -> np.ndarray:
+    """ngmix's k spacing, stepk / 4 (rad / pixel), of GalSim's InterpolatedImage of each PSF.
+
+    stepk = pi / R with R the box radius enclosing 99.5% of the flux around the pixel at
+    index n // 2, in quadrature with the lanczos15 range.
+    """
+    n = psf.shape[-1]
+    i0 = n // 2
+    dmax = (n - 1) // 2
+    boxes = xp.stack([xp.sum(psf[:, i0 - d:i0 + d + 1, i0 - d:i0 + d + 1], axis=(1, 2))
+                      for d in range(1, dmax + 1)], axis=1)
+    enclosed = to_numpy(boxes >= 0.995 * flux[:, None])
+    first = np.where(enclosed.any(axis=1), enclosed.argmax(axis=1) + 1.5, dmax + 1.5)
+    return np.pi / np.hypot(first, 15.0) / 4.0
+
+
+def _by_spacing(psf, group):
+    """Apply ``group(xp, dev, psf_subset, flux_subset, dk, pos)`` to the PSFs sharing each k spacing."""
+    xp = namespace(psf)
+    dev = device_of(psf)
+    N, n, _ = psf.shape
+    flux = xp.sum(psf, axis=(1, 2))
+    dk = _stepk_dk(xp, psf, flux)
+    pos = np.arange(n) - (n - 1) / 2.0
+    out = np.empty(N)
+    for dkv in np.unique(dk):
+        sel = np.nonzero(dk == dkv)[0]
+        idx = xp.asarray(sel, device=dev)
+        out[sel] = group(xp, dev, xp.take(psf, idx, axis=0), xp.take(flux, idx, axis=0), float(dkv), pos)
+    return out
+
+
+def gauss_target_sigma(psf) -> np.ndarray:
+    """ngmix's ``gauss`` target width (pixels) for each PSF image in *psf* (N, n, n).
+
+    Accepts any supported array type; returns a host NumPy array.
+    """
+    return _by_spacing(psf, _gauss_sigma_group)
+
+
+def re_psf_half_planes(xp, dev, pe, po, ix, iy, dk, pos):
+    """Re PSF(k) times the lanczos15 transform on the lattice (+-ix, iy) dk, ix, iy >= 0.
+
+    pe, po: the PSF folded along x (:func:`bench.metacal.lattice.fold`). Returns (values at +ix, values at -ix),
+    each (M, len(iy), len(ix)).
+    """
+    kx, ky = ix * dk, iy * dk
+    pos_e, pos_o = fold_positions(pos)
+    Yce, _ = fold(xp, pe @ xp.asarray(np.cos(np.outer(pos_e, kx)), device=dev), 1)
+    _, Yso = fold(xp, po @ xp.asarray(np.sin(np.outer(pos_o, kx)), device=dev), 1)
+    # Re sum p[y, x] exp(-i(kx x + ky y)) = sum p (cos kx x cos ky y - sin kx x sin ky y)
+    CC = xp.asarray(np.cos(np.outer(ky, pos_e)), device=dev) @ Yce
+    SS = xp.asarray(np.sin(np.outer(ky, pos_o)), device=dev) @ Yso
+    u = xp.asarray(lanczos_ft(kx)[None, :] * lanczos_ft(ky)[:, None], device=dev)
+    return (CC - SS) * u, (CC + SS) * u
+
+
+def _gauss_sigma_group(xp, dev, p, flux, dk, pos):
+    thresh = (1e-2 * flux)[:, None, None]
+    pe, po = fold(xp, p, 2)
+    # coarse pass (every 4th lattice point) bounds the crossing radius
+    kmax = 3.2
+    M = int(math.ceil(kmax / dk))
+    ix = iy = np.arange(0, M + 1, 4)
+    rp, rm = re_psf_half_planes(xp, dev, pe, po, ix, iy, dk, pos)
+    below = to_numpy((rp < thresh) | (rm < thresh))
+    r2 = (ix[None, :] ** 2 + iy[:, None] ** 2) * dk * dk
+    rc = np.sqrt(np.where(below, r2[None], np.inf).min(axis=(1, 2)))
+    rc = np.where(np.isfinite(rc), rc, kmax)
+    Mf = int(math.ceil(rc.max() / dk)) + 3
+    ix = iy = np.arange(0, Mf + 1)
+    rp, rm = re_psf_half_planes(xp, dev, pe, po, ix, iy, dk, pos)
+    # ngmix labels lattice point (ix, iy) with ((ix - 1/2)^2 + (iy - 1/2)^2) dk^2 (its meshgrid is
+    # offset by half a cell on odd-sized k images); Re PSF is even, so (-ix, -iy) has the same value
+    X, Y = ix[None, :], iy[:, None]
+    lab_p = np.minimum((X - 0.5) ** 2 + (Y - 0.5) ** 2, (X + 0.5) ** 2 + (Y + 0.5) ** 2) * dk * dk
+    lab_m = np.minimum((X + 0.5) ** 2 + (Y - 0.5) ** 2, (X - 0.5) ** 2 + (Y + 0.5) ** 2) * dk * dk
+    ksq_max = np.minimum(np.where(to_numpy(rp < thresh), lab_p[None], np.inf).min(axis=(1, 2)),
+                         np.where(to_numpy(rm < thresh), lab_m[None], np.inf).min(axis=(1, 2)))
+    return np.sqrt(-2.0 * math.log(3e-3) / ksq_max)
+
+
+
+# --------------------------------------------------------------------------- azgauss
+def azgauss_target_sigma(psf) -> np.ndarray:
+    """ngmix's ``azgauss`` target width (pixels) for each PSF image in *psf* (N, n, n)."""
+    return _by_spacing(psf, _azgauss_sigma_group)
+
+
+def _full_plane(xp, rp, rm):
+    """Re PSF on the whole lattice (a, b) in [-M, M]^2, from the half planes of :func:`re_psf_half_planes`.
+
+    rp holds (a, b) = (ix, iy) and rm (-ix, iy) for ix, iy >= 0; Re PSF is even, so
+    (a, b) with b < 0 is the value at (-a, -b).
+    """
+    top = xp.concat([xp.flip(rm[:, :, 1:], axis=2), rp], axis=2)          # b >= 0, a = -M..M
+    bottom = xp.flip(xp.flip(top[:, 1:], axis=1), axis=2)                  # b = -M..-1
+    return xp.concat([bottom, top], axis=1)
+
+
+def _azgauss_sigma_group(xp, dev, p, flux, dk, pos):
+    pe, po = fold(xp, p, 2)
+    thresh = AZGAUSS_SMALL_KVAL * to_numpy(flux)
+    # the annular mean crosses no earlier than some pixel does: a cheap pixel-wise coarse
+    # pass gives the starting radius, and the lattice grows until every profile has crossed
+    kmax = math.pi
+    ix = np.arange(0, int(math.ceil(kmax / dk)) + 1, 4)
+    rp, rm = re_psf_half_planes(xp, dev, pe, po, ix, ix, dk, pos)
+    below = to_numpy((rp < xp.asarray(thresh[:, None, None], device=dev, dtype=rp.dtype))
+                     | (rm < xp.asarray(thresh[:, None, None], device=dev, dtype=rp.dtype)))
+    r2 = (ix[None, :] ** 2 + ix[:, None] ** 2) * dk * dk
+    rc = np.sqrt(np.where(below, r2[None], np.inf).min(axis=(1, 2)))
+    M = int(math.ceil(1.5 * float(np.nanmin(np.where(np.isfinite(rc), rc, kmax))) / dk)) + 4
+    out = np.full(p.shape[0], np.nan)
+    todo = np.arange(p.shape[0])
+    while len(todo):
+        idx = xp.asarray(todo, device=dev)
+        ii = np.arange(0, M + 1)
+        rp, rm = re_psf_half_planes(xp, dev, xp.take(pe, idx, axis=0), xp.take(po, idx, axis=0),
+                                    ii, ii, dk, pos)
+        full = to_numpy(_full_plane(xp, rp, rm)).reshape(len(todo), -1)
+        # ngmix labels lattice point (a, b) with (a - 1/2, b - 1/2) dk: its meshgrid is offset by
+        # half a cell on GalSim's odd-sized k images
+        a = np.arange(-M, M + 1) - 0.5
+        ring = np.rint(np.hypot(a[None, :], a[:, None])).astype(int).ravel()
+        nring = M                       # annuli 0..M-1 lie wholly inside the lattice
+        onehot = (ring[:, None] == np.arange(nring)[None, :]).astype(np.float64)
+        count = onehot.sum(axis=0)
+        # empty annuli (ring 0 under the half-cell labels) can never be a crossing, as in ngmix
+        prof = np.where(count > 0, (full @ onehot) / np.maximum(count, 1), np.inf)
+        done = []
+        for j, obj in enumerate(todo):
+            kc = _interpolated_crossing(prof[j], thresh[obj], dk)
+            if kc is not None:
+                out[obj] = math.sqrt(-2.0 * math.log(AZGAUSS_SMALLER_KVAL)) / kc if kc > 0 else np.inf
+                done.append(j)
+        todo = np.delete(todo, done)
+        if M * dk >= kmax:
+            break                       # no crossing below the Nyquist frequency: sigma stays NaN
+        M = min(2 * M, int(math.ceil(kmax / dk)))
+    return out
+
+
+def _interpolated_crossing(prof, thresh, dk):
+    """k where *prof* first drops below *thresh*, interpolated in log between annuli (None: never)."""
+    below = np.nonzero(prof < thresh)[0]
+    if not len(below):
+        return None
+    i = int(below[0])
+    if i == 0:
+        return 0.0
+    p0, p1 = prof[i - 1], prof[i]
+    if p0 > 0 and p1 > 0:
+        frac = (math.log(thresh) - math.log(p0)) / (math.log(p1) - math.log(p0))
+    else:
+        frac = (thresh - p0) / (p1 - p0)
+    return (i - 1 + frac) * dk
+
+
+# --------------------------------------------------------------------------- fitgauss
+def fitgauss_target_sigma(psf, *, max_iter: int = 200, tol: float = 1e-10) -> np.ndarray:
+    """ngmix's ``fitgauss`` target width (pixels) for each PSF image in *psf* (N, n, n).
+
+    Adaptive moments (the fixed point of Gaussian-weighted moments whose weight has twice
+    the measured covariance, with the centre free), then ngmix's round-up: with ``e`` the
+    fitted ellipticity, T is multiplied by ``min(1 + 2 (sqrt(1 + |e|) - 1), 1.1)`` and
+    ``sigma = sqrt(T / 2)``. Iterates in float64 on the host until T and e change by less
+    than *tol*; a PSF that does not converge in *max_iter* steps gets NaN.
+    """
+    p = to_numpy(psf).astype(np.float64)
+    N, n, _ = p.shape
+    pos = np.arange(n) - (n - 1) / 2.0
+    Y, X = np.meshgrid(pos, pos, indexing="ij")
+    flat = p.reshape(N, -1)
+    x, y = X.ravel()[None], Y.ravel()[None]
+    # start from the unweighted second moments of the central region, as a round guess
+    cxx = cyy = np.full(N, 4.0)
+    cxy = np.zeros(N)
+    x0 = y0 = np.zeros(N)
+    T_old = e1_old = e2_old = np.full(N, np.nan)
+    done = np.zeros(N, bool)
+    for _ in range(max_iter):
+        det = cxx * cyy - cxy * cxy
+        dx, dy = x - x0[:, None], y - y0[:, None]
+        w = np.exp(-0.5 * (cyy[:, None] * dx * dx + cxx[:, None] * dy * dy
+                           - 2 * cxy[:, None] * dx * dy) / det[:, None]) * flat
+        s = w.sum(axis=1)
+        x0 = np.where(done, x0, (w * x).sum(axis=1) / s)
+        y0 = np.where(done, y0, (w * y).sum(axis=1) / s)
+        dx, dy = x - x0[:, None], y - y0[:, None]
+        w = np.exp(-0.5 * (cyy[:, None] * dx * dx + cxx[:, None] * dy * dy
+                           - 2 * cxy[:, None] * dx * dy) / det[:, None]) * flat
+        s = w.sum(axis=1)
+        mxx, myy, mxy = (w * dx * dx).sum(1) / s, (w * dy * dy).sum(1) / s, (w * dx * dy).sum(1) / s
+        T = mxx + myy
+        e1, e2 = (mxx - myy) / T, 2 * mxy / T
+        conv = (np.abs(e1 - e1_old) < tol) & (np.abs(e2 - e2_old) < tol) & (np.abs(T / T_old - 1) < tol)
+        done |= conv
+        if done.all():
+            break
+        # deweight: the Gaussian whose product with the weight has the measured covariance
+        dm = mxx * myy - mxy * mxy
+        nxx, nyy, nxy = myy / dm - cyy / det, mxx / dm - cxx / det, -mxy / dm + cxy / det
+        dn = nxx * nyy - nxy * nxy
+        upd = ~done
+        cxx = np.where(upd, nyy / dn, cxx)
+        cyy = np.where(upd, nxx / dn, cyy)
+        cxy = np.where(upd, -nxy / dn, cxy)
+        T_old, e1_old, e2_old = T, e1, e2
+    Tw = cxx + cyy
+    e = np.hypot(cxx - cyy, 2 * cxy) / Tw
+    dilation = np.minimum(1.0 + 2.0 * (np.sqrt(1.0 + e) - 1.0), FITGAUSS_MAX_DILATION)
+    sigma = np.sqrt(Tw * dilation / 2.0)
+    return np.where(done & np.isfinite(sigma), sigma, np.nan)

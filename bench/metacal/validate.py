@@ -1,0 +1,167 @@
+"""Input checks of metacal: array shapes and values, object centres, noise fields, input files."""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+
+import numpy as np
+
+from ..arrays import to_numpy
+from ..errors import BenchFileError, BenchKeyError, BenchTypeError, BenchValueError
+from .config import FLAG_NONFINITE, FLAG_PSF_ZERO
+from .noise import draw_fields, rotate_in
+
+
+def check_arrays(image, psf, pixel_scale, *, deconvolved=None):
+    """Shapes and the pixel scale; returns *image* and *psf* as arrays (lists become NumPy)."""
+    if isinstance(image, (list, tuple)) or np.isscalar(image):
+        image = np.asarray(image)
+    if isinstance(psf, (list, tuple)) or np.isscalar(psf):
+        psf = np.asarray(psf)
+    if image.ndim not in (3, 4):
+        raise BenchTypeError(f"image must have 3 or 4 dimensions (N, [B,] n, n), got shape {tuple(image.shape)}")
+    if tuple(psf.shape) != tuple(image.shape):
+        raise BenchValueError(f"psf shape {tuple(psf.shape)} does not match image shape {tuple(image.shape)}")
+    if image.shape[-1] != image.shape[-2]:
+        raise BenchValueError(f"stamps must be square, got {tuple(image.shape[-2:])}")
+    if not (isinstance(pixel_scale, (int, float, np.floating)) and math.isfinite(pixel_scale) and pixel_scale > 0):
+        raise BenchValueError(f"pixel_scale must be a number > 0, got {pixel_scale!r}")
+    if deconvolved is not None and tuple(deconvolved.shape) != tuple(image.shape):
+        raise BenchValueError(f"deconvolved shape {tuple(deconvolved.shape)} does not match "
+                              f"image shape {tuple(image.shape)}")
+    return image, psf
+
+
+def check_centres(row, col, N: int, n: int, B: int):
+    """Offsets (x0, y0) of the object centres from the stamp centre, repeated per band."""
+    c = (n - 1) / 2.0
+    row = np.full(N, c) if row is None else to_numpy(row).astype(np.float64)
+    col = np.full(N, c) if col is None else to_numpy(col).astype(np.float64)
+    if row.shape != (N,) or col.shape != (N,):
+        raise BenchValueError(f"row and col must have shape ({N},), got {row.shape} and {col.shape}")
+    return np.repeat(col - c, B), np.repeat(row - c, B)
+
+
+def noise_fields(xp, dev, image, config, *, noise=None, noise_sigma=None, keys=None, deconvolved=None,
+                 deconvolved_noise=None):
+    """The stamps the correction adds, already rotated by 90 degrees: (N, [B,] n, n).
+
+    With *deconvolved*, the method's deconvolution of the rotated field (*deconvolved_noise*);
+    otherwise ``rot90(noise, k=1)``, *noise* given or drawn (unit fields times *noise_sigma*).
+    """
+    shape = tuple(image.shape)
+    if deconvolved is not None:
+        if deconvolved_noise is None:
+            raise BenchValueError("with deconvolved images and the noise correction on, give deconvolved_noise "
+                                  "(the method's deconvolution of rot90(noise, k=1)), or noise_correction=False")
+        if tuple(deconvolved_noise.shape) != shape:
+            raise BenchValueError(f"deconvolved_noise shape {tuple(deconvolved_noise.shape)} does not match "
+                                  f"image shape {shape}")
+        return deconvolved_noise
+    if noise is None:
+        noise = draw_noise(shape, noise_sigma, keys=keys, seed=config.noise_seed)
+    elif tuple(noise.shape) != shape:
+        raise BenchValueError(f"noise shape {tuple(noise.shape)} does not match image shape {shape}")
+    if isinstance(noise, np.ndarray) and not isinstance(image, np.ndarray):
+        noise = xp.asarray(noise, device=dev)
+    flat = xp.reshape(noise, (-1,) + shape[-2:])
+    return xp.reshape(rotate_in(xp, flat), shape)
+
+
+def draw_noise(shape, noise_sigma, *, keys=None, seed: int = 0) -> np.ndarray:
+    """Fields of the stamps' noise level for an (N, [B,] n, n) batch, one generator per object key."""
+    N = shape[0]
+    if noise_sigma is None:
+        raise BenchValueError("the noise correction needs noise_sigma (or a noise field); "
+                              "pass noise_sigma=... or noise_correction=False")
+    sig = np.asarray(to_numpy(noise_sigma), dtype=np.float64)
+    if sig.shape not in ((N,), tuple(shape[:-2])):
+        raise BenchValueError(f"noise_sigma must have shape ({N},) or {tuple(shape[:-2])}, got {sig.shape}")
+    if not (np.isfinite(sig).all() and (sig > 0).all()):
+        raise BenchValueError(f"noise_sigma must be positive and finite, got min {sig.min()!r}")
+    keys = np.arange(N) if keys is None else np.asarray(to_numpy(keys))
+    if keys.shape != (N,):
+        raise BenchValueError(f"noise_keys must have shape ({N},), got {keys.shape}")
+    z = draw_fields(keys, tuple(shape[1:]), seed=seed, dtype=np.float32)
+    sig = sig.reshape(sig.shape + (1,) * (len(shape) - sig.ndim))
+    return (z * sig).astype(np.float32)
+
+
+def flag_inputs(xp, img, ps, dec=None, nse=None):
+    """Flags 1 (non-finite) and 2 (PSF sum <= 0) per stamp, and the indices of the others."""
+    finite = xp.all(xp.isfinite(img), axis=(1, 2)) & xp.all(xp.isfinite(ps), axis=(1, 2))
+    for extra in (dec, nse):
+        if extra is not None:
+            finite = finite & xp.all(xp.isfinite(extra), axis=(1, 2))
+    finite = to_numpy(finite)
+    flags = np.zeros(img.shape[0], np.int32)
+    flags[~finite] |= FLAG_NONFINITE
+    psf_ok = to_numpy(xp.sum(ps, axis=(1, 2)) > 0)
+    flags[finite & ~psf_ok] |= FLAG_PSF_ZERO
+    return flags, np.nonzero(finite & psf_ok)[0]
+
+
+# --------------------------------------------------------------------------- input files
+INPUT_KEYS = ("image", "psf", "noise_sigma", "pixel_scale")
+
+
+def load_input(path: str) -> dict[str, np.ndarray]:
+    """The arrays of an npz input file (never unpickled); raises naming a missing key."""
+    if not os.path.exists(path):
+        raise BenchFileError(f"input file not found: {path!r}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise BenchValueError(f"{path!r} is not an npz archive")
+            data = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, ValueError, OSError) as err:
+        if isinstance(err, BenchValueError):
+            raise
+        raise BenchValueError(f"{path!r} is not a readable npz file ({err})") from None
+    for key in INPUT_KEYS:
+        if key not in data:
+            raise BenchKeyError(f"{path!r} has no key {key!r} (needs {', '.join(INPUT_KEYS)})")
+    return data
+
+
+def validate_input(d: dict[str, np.ndarray]) -> None:
+    """Check the arrays of an input file; raises naming the bad key and value."""
+    img, psf = d["image"], d["psf"]
+    if img.ndim not in (3, 4):
+        raise BenchTypeError(f"image must have 3 or 4 dimensions (N, [B,] n, n), got shape {img.shape}")
+    if psf.ndim != img.ndim:
+        raise BenchTypeError(f"psf must have {img.ndim} dimensions like image, got shape {psf.shape}")
+    if psf.shape[0] != img.shape[0]:
+        raise BenchValueError(f"image has {img.shape[0]} objects but psf has {psf.shape[0]}")
+    if psf.shape != img.shape:
+        raise BenchValueError(f"psf shape {psf.shape} does not match image shape {img.shape}")
+    for key in ("image", "psf"):
+        bad = ~np.isfinite(d[key])
+        if bad.any():
+            i = np.argwhere(bad)[0]
+            raise BenchValueError(f"{key} has a non-finite pixel ({d[key][tuple(i)]}) at index {tuple(int(v) for v in i)}")
+    s = psf.reshape(psf.shape[0], -1, psf.shape[-2] * psf.shape[-1]).sum(axis=-1)
+    if (s <= 0).any():
+        i = np.argwhere(s <= 0)[0]
+        raise BenchValueError(f"psf of object {int(i[0])} sums to {float(s[tuple(i)])}; it must be > 0")
+    scale = np.asarray(d["pixel_scale"])
+    if scale.size != 1 or not np.isfinite(scale).all() or float(scale) <= 0:
+        raise BenchValueError(f"pixel_scale must be a positive number, got {scale!r}")
+    ns = np.asarray(d["noise_sigma"])
+    if ns.shape not in ((img.shape[0],), img.shape[:2]):
+        raise BenchValueError(f"noise_sigma must have shape ({img.shape[0]},) or {img.shape[:2]}, got {ns.shape}")
+    if not np.isfinite(ns).all() or (ns <= 0).any():
+        raise BenchValueError(f"noise_sigma must be positive and finite, got min {ns.min()!r}")
+    for key in ("row", "col"):
+        if key in d and np.asarray(d[key]).shape != (img.shape[0],):
+            raise BenchValueError(f"{key} must have shape ({img.shape[0]},), got {np.asarray(d[key]).shape}")
+
+
+    if "noise" in d:
+        nz = np.asarray(d["noise"])
+        if nz.shape != img.shape:
+            raise BenchValueError(f"noise must have the image's shape {img.shape}, got {nz.shape}")
+        if not np.isfinite(nz).all():
+            raise BenchValueError("noise has a non-finite pixel")

@@ -1,0 +1,123 @@
+"""A method with the metacal engine on one batch: the one place that joins :mod:`methods` and
+:mod:`bench.metacal`, used by the command line, the Dask shards and the benchmark.
+
+The noise correction for a method that returns images: the method deconvolves the rotated
+noise field ``rot90(noise, k=1)`` with the object's PSF, as it deconvolves the image, and the
+engine shears and reconvolves both. For a linear method (``wiener-fftw``, ``fourier``) this
+is exactly ngmix's recipe; for a nonlinear one (Richardson-Lucy, the networks) it is the
+natural analogue, not a proof of cancellation.
+
+Correction fields for the simulated datasets follow the dataset's own noise pairing
+(:func:`paired_noise`): the +g and -g members of a pair share their field, and with
+``noise_pairing = "antithetic"`` the 90-degree pair gets minus the 90-degree-rotated field,
+so the correction's own noise cancels within a quad as the image noise does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .arrays import method_inputs, to_numpy
+from .metacal import MetacalConfig, draw_fields, metacal
+from .metacal.noise import rotate_in
+from .metacal.validate import draw_noise
+
+
+def deconvolve_numpy(method, image, psf, noise_sigma, *, device: str = "cpu"):
+    """Run *method* on NumPy (N, B, n, n) inputs on *device*; the result comes back as NumPy."""
+    arrays = [np.ascontiguousarray(a) for a in (image, psf, noise_sigma)]
+    return to_numpy(method.deconvolve(*method_inputs(arrays, method.framework, device)))
+
+
+def paired_noise(quad_id, rotation, noise_sigma, shape, *, seed: int = 0, pairing: str = "antithetic"):
+    """Correction fields keyed like a simulated dataset's noise: (N, B, n, n) float32.
+
+    Parameters
+    ----------
+    quad_id, rotation : array_like, shape (N,)
+        Each sample's quad and its rotation (0 or 90 degrees), from the dataset.
+    noise_sigma : array_like, shape (N, B)
+        Per-pixel noise sigma.
+    shape : tuple
+        ``(B, n, n)``.
+    seed : int
+        [default: 0]
+    pairing : {"antithetic", "independent"}
+        The dataset's ``noise_pairing``. [default: "antithetic"]
+    """
+    quad_id, rotation = np.asarray(quad_id), np.asarray(rotation)
+    r = (rotation // 90).astype(np.int64)
+    if pairing == "antithetic":
+        z = draw_fields(quad_id.astype(np.int64), shape, seed=seed, dtype=np.float32)
+        turned = r == 1
+        # the dataset's convention: minus the field rotated by rot90(k=-1)
+        z[turned] = -np.rot90(z[turned], k=-1, axes=(-2, -1))
+    else:
+        z = draw_fields(2 * quad_id.astype(np.int64) + r, shape, seed=seed, dtype=np.float32)
+    sig = np.asarray(noise_sigma, dtype=np.float32)
+    return z * sig.reshape(sig.shape + (1,) * (z.ndim - sig.ndim))
+
+
+def run(method, image, psf, noise_sigma, *, pixel_scale: float, row=None, col=None,
+        config: MetacalConfig | None = None, noise=None, noise_keys=None, device: str = "cpu",
+        deconvolve=None):
+    """Metacal of a batch with *method* (a :class:`methods.Method`, or None for exact metacal).
+
+    Parameters
+    ----------
+    method : Method or None
+        A method that returns images deconvolves them (and the rotated noise field, with the
+        correction on); ``None`` or a method without images (``fourier``) runs exact metacal.
+    image, psf : ndarray, shape (N, n, n) or (N, B, n, n)
+    noise_sigma : array_like, shape (N,) or (N, B)
+    pixel_scale : float
+    row, col : array_like, shape (N,), optional
+    config : MetacalConfig, optional
+        [default: MetacalConfig()]
+    noise : ndarray, optional
+        The correction's noise fields, same shape as *image*. [default: drawn per object key]
+    noise_keys : array_like of int, optional
+        Keys of the drawn fields. [default: the object's index]
+    device : str
+        Where the method runs. [default: "cpu"]
+    deconvolve : callable, optional
+        ``deconvolve(image, psf, noise_sigma) -> array`` on (N, B, n, n) batches, in place of
+        running *method* through :func:`deconvolve_numpy` (the benchmark passes its own, on
+        device arrays). [default: None]
+
+    Returns
+    -------
+    (dict, ndarray or None)
+        The metacal output and the method's deconvolved images (None without images).
+    """
+    config = config or MetacalConfig()
+    produces = method is not None and getattr(method, "produces_image", False)
+    if not produces:
+        return metacal(image, psf, pixel_scale=pixel_scale, row=row, col=col, config=config, noise=noise,
+                       noise_sigma=noise_sigma, noise_keys=noise_keys), None
+    shape = tuple(image.shape)
+    four = len(shape) == 4
+
+    def as4(a):
+        return a if four else a[:, None]
+
+    sig = np.asarray(to_numpy(noise_sigma), dtype=np.float32)
+    sig4 = sig if sig.ndim == 2 else sig[:, None]
+    run_method = deconvolve or (lambda i, p, s: deconvolve_numpy(method, to_numpy(i), to_numpy(p), to_numpy(s),
+                                                                 device=device))
+    dec = to_numpy(run_method(as4(image), as4(psf), sig4)).reshape(shape)
+    dec_noise = None
+    drawn = noise is None
+    if config.noise_correction:
+        if drawn:
+            noise = draw_noise(shape, sig, keys=noise_keys, seed=config.noise_seed)
+        turned = to_numpy(rotate_in(np, np.asarray(to_numpy(noise), dtype=np.float32).reshape((-1,) + shape[-2:])))
+        dec_noise = to_numpy(run_method(as4(turned.reshape(shape)), as4(psf), sig4)).reshape(shape)
+    res = metacal(image, psf, pixel_scale=pixel_scale, row=row, col=col, config=config, deconvolved=dec,
+                  deconvolved_noise=dec_noise, noise=noise)
+    if config.noise_correction and drawn:
+        res["noise_seed"] = np.int64(config.noise_seed)
+    return res, dec
+
+
+__all__ = ["deconvolve_numpy", "paired_noise", "run"]
