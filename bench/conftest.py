@@ -69,8 +69,15 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
                                  capture_output=True, text=True, timeout=10).stdout.strip() or None
         except (OSError, subprocess.SubprocessError):
             gpu = None
+    from dataclasses import asdict
+
+    from bench.metacal import MetacalConfig
     output_json["deconvbench"] = {
+        "metacal": {k: v for k, v in asdict(MetacalConfig()).items() if k != "chunk"},
         "dataset": config.getoption("--dataset"), "scheduler": config.getoption("--scheduler"),
         "dask_workers": config.getoption("--dask-workers"), "versions": _versions(), "gpu": gpu,
         "gpu_unavailable_reason": cuda_unavailable_reason() or None, "skipped": list(_SKIPPED),
     }
+    from bench import gallery
+    if gallery.payload() is not None:
+        output_json["deconvbench"]["gallery"] = gallery.payload()

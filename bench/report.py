@@ -250,52 +250,49 @@ def plots(runs) -> dict[str, str]:
 
 
 def gallery(run) -> str | None:
-    """Observed, truth and each method's output (those that run on this CPU), r band, one stamp per SNR bin."""
+    """Observed, truth, each method's output and its residual (output - truth), r band, one stamp
+    per SNR bin, from the stamps the benchmark stored in its JSON (``deconvbench.gallery``).
+
+    Estimates and residuals share the truth's colour scale per row, so methods compare by eye.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bench.dataset import load_dataset
-    from methods import get_method, get_method_class
-    from methods.registry import deconvolve_numpy
+    from .gallery import decode
 
-    spec = run.get("deconvbench", {}).get("dataset")
-    if not spec:
+    g = run.get("deconvbench", {}).get("gallery")
+    if not g:
         return None
-    ds = load_dataset(spec, progress=False)
-    names = [m for m in dict.fromkeys(rows(run)["method"]) if _is_image_method(m, get_method_class)]
-    b = ds.spec.bands.index("r") if "r" in ds.spec.bands else 0
-    bins = np.asarray(ds["snr_bin"])
-    idx = np.array([np.flatnonzero(bins == k)[0] for k in np.unique(bins)])   # first sample of each bin
-    img, psf, sig = ds["image"][idx], ds["psf"][idx], ds["noise_sigma"][idx]
-    cols = [("observed", img[:, b]), ("truth", ds["truth"][idx, b])]
-    for name in names:
-        cls = get_method_class(name)
-        if not cls.available("cpu") or "cpu" not in cls.devices:
-            continue
-        cols.append((name, deconvolve_numpy(get_method(name), img, psf, sig)[:, b]))
-    n = len(idx)
-    fig, axes = plt.subplots(n, len(cols), figsize=(1.8 * len(cols), 1.8 * n), squeeze=False)
-    for j, (title, arr) in enumerate(cols):
+    stamps = {k: decode(v) for k, v in g.get("stamps", {}).items()}
+    if "observed" not in stamps or "truth" not in stamps:
+        return None
+    truth = stamps.pop("truth")
+    cols = [("observed", stamps.pop("observed"), False), ("truth", truth, False)]
+    for name, arr in stamps.items():
+        if arr.shape != truth.shape:
+            raise BenchValueError(f"gallery stamps of {name!r} have shape {arr.shape}, truth {truth.shape}")
+        cols += [(name, arr, False), (f"{name} - truth", arr - truth, True)]
+    n = truth.shape[0]
+    snr = g.get("snr") or [None] * n
+    fig, axes = plt.subplots(n, len(cols), figsize=(1.6 * len(cols), 1.7 * n), squeeze=False)
+    for j, (title, arr, residual) in enumerate(cols):
         for i in range(n):
             ax = axes[i, j]
-            # the blurred observation on its own scale; every estimate of the truth on the truth's
-            lim = np.abs(arr[i] if j == 0 else ds["truth"][idx[i], b]).max()
-            ax.imshow(arr[i], origin="lower", cmap="gray", vmin=-0.2 * lim, vmax=lim)
+            # the blurred observation on its own scale; estimates on the truth's; residuals symmetric
+            lim = float(np.abs(arr[i] if j == 0 else truth[i]).max()) or 1.0
+            if residual:
+                ax.imshow(arr[i], origin="lower", cmap="RdBu_r", vmin=-0.25 * lim, vmax=0.25 * lim)
+            else:
+                ax.imshow(arr[i], origin="lower", cmap="gray", vmin=-0.2 * lim, vmax=lim)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(title, fontsize=8)
-            if j == 0:
-                ax.set_ylabel(f"SNR {ds['snr'][idx[i]]:.0f}", fontsize=8)
+                ax.set_title(title, fontsize=7)
+            if j == 0 and snr[i] is not None:
+                ax.set_ylabel(f"SNR {snr[i]:.0f}", fontsize=8)
+    fig.tight_layout()
     return _png(fig)
-
-
-def _is_image_method(name, get_method_class):
-    try:
-        return get_method_class(name).produces_image
-    except Exception:
-        return False
 
 
 # --------------------------------------------------------------------------- writing
@@ -379,7 +376,7 @@ def main(argv=None) -> int:
     p = make_parser("python -m bench.report", "Write report.md and report.html from benchmark JSON files.")
     p.add_argument("files", nargs="+", help="benchmark JSON files (pytest bench/ --benchmark-json=FILE)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--no-gallery", action="store_true", help="skip the example stamps (no dataset needed)")
+    p.add_argument("--no-gallery", action="store_true", help="skip the example stamps")
     a = p.parse_args(argv)
     runs = [load_run(f) for f in a.files]          # all inputs are checked before anything is written
     seen: dict[str, int] = {}

@@ -15,6 +15,12 @@ which has no image of its own) and m, c from metacal with bands averaged. Each m
 runs on its best device (``cuda`` when it and the GPU are available). Methods that
 cannot run here are skipped with the reason; times are medians over rounds after a
 warm-up call, synchronised with the device (results are copied to the host).
+
+Every row uses metacal's noise correction (ngmix's ``fixnoise``, :mod:`bench.metacal.noise`):
+a method that returns images also deconvolves the 90-degree-rotated noise field, exactly
+ngmix's recipe for a linear method and its natural analogue for a nonlinear one. The fields
+are keyed by quad like the dataset's own noise (:func:`bench.pipeline.paired_noise`).
+``fourier+metacal[no-correction]`` is exact metacal without it, for comparison.
 """
 
 import time
@@ -22,13 +28,20 @@ import time
 import numpy as np
 import pytest
 
+from bench.arrays import method_inputs, to_numpy
 from bench.distributed import SHARD_SIZE, shard_bounds
 from bench.memory import measure_peak
-from bench.metacal import metacal, to_numpy
+from bench.metacal import MetacalConfig, metacal
+from bench.metacal.noise import rotate_in
 from bench.metrics import ImageQualityMetric, object_scores
+from bench.pipeline import paired_noise
 from bench.shear import ShearBiasMetric, combine_bands
 from methods import get_method, get_method_class, list_methods
-from methods.registry import best_device, method_inputs
+from methods.registry import best_device
+
+#: the engine's settings for every row: ngmix's noise correction on, its fields paired as the
+#: dataset pairs its noise (bench.pipeline.paired_noise)
+CONFIG = MetacalConfig()
 
 N_REF = 5000
 CHUNK = SHARD_SIZE           # samples per chunk (or Dask shard) of the quality pass: whole quads
@@ -40,6 +53,12 @@ def _inputs(dataset, framework, device, sl):
     return method_inputs([dataset[k][sl] for k in ("image", "psf", "noise_sigma")], framework, device)
 
 
+def _noise(dataset, sl):
+    """The correction's fields of samples *sl* (N, B, n, n), keyed by quad like the dataset's noise."""
+    return paired_noise(dataset["quad_id"][sl], dataset["rotation"][sl], dataset["noise_sigma"][sl],
+                        dataset["image"].shape[1:], seed=CONFIG.noise_seed, pairing=dataset.spec.noise_pairing)
+
+
 def _method_or_skip(name):
     cls = get_method_class(name)
     device = best_device(cls)
@@ -49,7 +68,7 @@ def _method_or_skip(name):
     return cls, device, get_method(name, device=device)
 
 
-def _chunk_results(dataset, name, cls, device, method, client):
+def _chunk_results(dataset, name, cls, device, method, client, config=CONFIG):
     """(slice, metacal output, per-object PSNR, SSIM or None) for each chunk, in sample order.
 
     In this process, or as shards on a Dask cluster (``--scheduler`` / ``--dask-workers``)
@@ -62,7 +81,9 @@ def _chunk_results(dataset, name, cls, device, method, client):
         from bench.distributed import run_shards
         work = dataset.path.with_suffix(f".{name}.shards")
         shutil.rmtree(work, ignore_errors=True)      # never results of an earlier run (other weights)
-        paths = run_shards(client, dataset.path, len(dataset), work, shard_size=CHUNK, metacal_kwargs={},
+        from dataclasses import asdict
+        kwargs = {k: v for k, v in asdict(config).items() if k != "chunk"}
+        paths = run_shards(client, dataset.path, len(dataset), work, shard_size=CHUNK, metacal_kwargs=kwargs,
                            method=name, device=device, quality=cls.produces_image)
         for (a, b), path in zip(bounds, paths):
             with np.load(path) as f:
@@ -72,16 +93,28 @@ def _chunk_results(dataset, name, cls, device, method, client):
         return
     for a, b in bounds:
         sl = slice(a, b)
-        dec = p = s = None
+        dec = dec_noise = p = s = None
+        noise = _noise(dataset, sl) if config.noise_correction else None
         if cls.produces_image:
-            dec = to_numpy(method.deconvolve(*_inputs(dataset, cls.framework, device, sl)))
+            img, psf, sig = _inputs(dataset, cls.framework, device, sl)
+            dec = to_numpy(method.deconvolve(img, psf, sig))
+            if noise is not None:
+                turned = method_inputs([_turned(noise)], cls.framework, device)[0]
+                dec_noise = to_numpy(method.deconvolve(turned, psf, sig))
             p, s = object_scores(dec, dataset["truth"][sl])
         res = metacal(dataset["image"][sl], dataset["psf"][sl], pixel_scale=dataset.spec.pixel_scale,
-                      row=dataset["row"][sl], col=dataset["col"][sl], deconvolved=dec)
+                      row=dataset["row"][sl], col=dataset["col"][sl], deconvolved=dec, config=config,
+                      noise=noise, deconvolved_noise=dec_noise)
         yield sl, res, p, s
 
 
-def _by_snr(dataset, name, cls, device, method, client=None):
+def _turned(noise):
+    """rot90(noise, k=1) of (N, B, n, n) fields: what a method deconvolves for the correction."""
+    N, B, n, _ = noise.shape
+    return np.ascontiguousarray(rotate_in(np, noise.reshape(N * B, n, n)).reshape(N, B, n, n))
+
+
+def _by_snr(dataset, name, cls, device, method, client=None, config=CONFIG):
     """PSNR/SSIM (if the method makes images) and m, c per SNR bin over the whole dataset.
 
     One pass in chunks of CHUNK samples; the metrics accumulate (update) and aggregate
@@ -90,7 +123,7 @@ def _by_snr(dataset, name, cls, device, method, client=None):
     quality = ImageQualityMetric() if cls.produces_image else None
     shear = ShearBiasMetric(dataset.spec.shear)
     nflag = 0
-    for sl, res, p, s in _chunk_results(dataset, name, cls, device, method, client):
+    for sl, res, p, s in _chunk_results(dataset, name, cls, device, method, client, config):
         if quality is not None:
             quality.add(p, s, dataset["snr_bin"][sl])
         shear.update(combine_bands(res), quad_id=dataset["quad_id"][sl],
@@ -117,16 +150,33 @@ def _by_snr(dataset, name, cls, device, method, client=None):
     return rows, nflag
 
 
+def _keep_gallery(name, dataset, cls, device, method):
+    """The method's output on the gallery's stamps (one per SNR bin), for the report."""
+    from bench import gallery
+
+    idx = gallery.indices(dataset["snr_bin"])
+    b = gallery.band_index(dataset.spec.bands)
+    if "observed" not in gallery._STAMPS:
+        gallery.add("observed", dataset["image"][idx, b], snr=dataset["snr"][idx])
+        gallery.add("truth", dataset["truth"][idx, b])
+    if cls.produces_image:
+        arrays = method_inputs([dataset[k][idx] for k in ("image", "psf", "noise_sigma")], cls.framework, device)
+        gallery.add(name, to_numpy(method.deconvolve(*arrays))[:, b])
+
+
 def _quality_rows(name, dataset, cls, device, method, client):
     if name not in _RESULTS:
+        _keep_gallery(name, dataset, cls, device, method)
         rows, nflag = _by_snr(dataset, name, cls, device, method, client)
         _RESULTS[name] = dict(by_snr=rows, n_flagged=nflag)
     return _RESULTS[name]
 
 
-def _common(cls, device, dataset, n):
+def _common(cls, device, dataset, n, config=CONFIG):
     return dict(framework=cls.framework, device=device, n_samples=n, n_bands=len(dataset.spec.bands),
-                dataset=dataset.spec.name, n_samples_quality=len(dataset))
+                dataset=dataset.spec.name, n_samples_quality=len(dataset), kernel=config.kernel,
+                noise_correction=config.noise_correction,
+                noise_seed=config.noise_seed if config.noise_correction else None)
 
 
 def _warm_up(run, method):
@@ -168,11 +218,17 @@ def test_method_in_metacal(benchmark, dataset, dask_client, name):
     cls, device, method = _method_or_skip(name)
     n = min(len(dataset), N_REF)
     img, psf, sig = _inputs(dataset, cls.framework, device, slice(0, n))
-    kw = dict(pixel_scale=dataset.spec.pixel_scale, row=dataset["row"][:n], col=dataset["col"][:n])
+    noise = _noise(dataset, slice(0, n))
+    # the fields are drawn outside the timed call, as a dataset's own noise images would be given
+    noise_dev, turned = method_inputs([noise, _turned(noise)], cls.framework, device)
+    kw = dict(pixel_scale=dataset.spec.pixel_scale, row=dataset["row"][:n], col=dataset["col"][:n], config=CONFIG)
 
     def run():
-        dec = method.deconvolve(img, psf, sig) if cls.produces_image else None
-        return metacal(img, psf, deconvolved=dec, **kw)
+        if not cls.produces_image:
+            return metacal(img, psf, noise=noise_dev, **kw)
+        # the method deconvolves the image and the rotated field; metacal shears and reconvolves both
+        dec, dec_noise = method.deconvolve(img, psf, sig), method.deconvolve(turned, psf, sig)
+        return metacal(img, psf, deconvolved=dec, deconvolved_noise=dec_noise, **kw)
 
     warm, compile_s = _warm_up(run, method)
     benchmark.pedantic(run, rounds=1 if warm > 3 else 3, iterations=1)
@@ -180,6 +236,22 @@ def test_method_in_metacal(benchmark, dataset, dask_client, name):
                 warmup_s=warm, compile_s=compile_s, time_per_5000_s=benchmark.stats.stats.median * N_REF / n)
     info["peak_memory_bytes"], info["peak_memory_kind"] = measure_peak(run, cls.framework, device)
     info.update(_quality_rows(name, dataset, cls, device, method, dask_client))
+    benchmark.extra_info.update(info)
+
+
+def test_exact_metacal_uncorrected(benchmark, dataset, dask_client):
+    """`fourier` (exact metacal) without the noise correction: the engine's own noise bias, for the
+    report's m-vs-SNR comparison with the corrected rows."""
+    cls, device, method = _method_or_skip("fourier")
+    config = MetacalConfig(noise_correction=False)
+    n = min(len(dataset), N_REF)
+    img, psf, _ = _inputs(dataset, cls.framework, device, slice(0, n))
+    kw = dict(pixel_scale=dataset.spec.pixel_scale, row=dataset["row"][:n], col=dataset["col"][:n], config=config)
+    benchmark.pedantic(lambda: metacal(img, psf, **kw), rounds=3, iterations=1, warmup_rounds=1)
+    rows, nflag = _by_snr(dataset, "fourier", cls, device, method, dask_client, config)
+    info = dict(method="fourier+metacal[no-correction]", base_method="fourier", **_common(cls, device, dataset, n, config),
+                time_per_5000_s=benchmark.stats.stats.median * N_REF / n, peak_memory_bytes=None,
+                by_snr=rows, n_flagged=nflag)
     benchmark.extra_info.update(info)
 
 

@@ -1,14 +1,13 @@
 """Pieces the training commands of the neural methods share (PyTorch DWDN, JAX resnet).
 
-The losses themselves are in :mod:`methods.losses`; this module holds the data split,
-the dihedral augmentation, the common part of a model card and the command line.
+The losses are in :mod:`methods.losses` and checkpoints and model cards in
+:mod:`methods.checkpoint`; this module holds the data split, the dihedral augmentation
+and the command line.
 """
 
 from __future__ import annotations
 
 import json
-import platform
-import sys
 
 import numpy as np
 
@@ -40,30 +39,12 @@ def dihedral(arrays, k: int, flip: bool):
     return out
 
 
-def hardware(**framework_info) -> dict:
-    """The machine part of a model card."""
-    return {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-            **framework_info}
-
-
-def write_card(path, *, model: str, preset: str, config: dict, parameters: int, ds, n_train: int,
-               n_val: int, val_fraction: float, schedule: dict, state: dict, wall: float,
-               validation: tuple[float, float], hardware_info: dict, module: str) -> dict:
-    """Write the model card (JSON) of a training run and return it."""
+def write_card(path, *, ds, **fields) -> dict:
+    """The model card of a training run on dataset *ds* (:func:`methods.checkpoint.write_card`)."""
     from bench.dataset import cache_key
+    from methods.checkpoint import write_card as _write
 
-    card = {
-        "model": model, "preset": preset, "config": config, "parameters": int(parameters),
-        "dataset": ds.spec.name, "dataset_key": cache_key(ds.spec), "train_samples": int(n_train),
-        "validation_samples": int(n_val), "validation_split": f"last {val_fraction:.0%} of quads",
-        "schedule": schedule, "steps": state["step"], "wall_time_s": round(wall, 1),
-        "hardware": hardware_info,
-        "validation": {"psnr_db": round(validation[0], 3), "ssim": round(validation[1], 4)},
-        # the command that made it, when it was made from the command line
-        "recipe": f"python -m {module} " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("train.py") else None,
-    }
-    path.write_text(json.dumps(card, indent=2) + "\n")
-    return card
+    return _write(path, dataset=ds.spec.name, dataset_key=cache_key(ds.spec), **fields)
 
 
 def main(train, *, prog: str, description: str, default_out, argv=None) -> int:

@@ -53,7 +53,8 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     from bench.dataset import load_dataset
     from bench.errors import BenchValueError
     from methods.losses import astro_loss, l1_loss
-    from methods.training import hardware, split_quads, write_card
+    from methods.checkpoint import hardware
+    from methods.training import split_quads, write_card
 
     from . import checkpoint as ck
     from .model import DWDN, DWDNConfig

@@ -51,7 +51,7 @@ class ResNetJAXMethod(Method):
         from flax import nnx
 
         from .checkpoint import DEFAULT_CHECKPOINT, load
-        from .train import make_predict
+        from .model import make_predict
 
         if not (isinstance(batch, int) and batch >= 1):
             raise BenchValueError(f"batch must be a positive integer, got {batch!r}")

@@ -1,24 +1,22 @@
-"""``resnet-jax`` checkpoints: safetensors (NumPy flavour) with the configuration in the metadata.
+"""``resnet-jax``'s side of :mod:`methods.checkpoint`: its parameter pytree in, a built model out.
 
 Keys are ``model.<path>`` for the network's parameters and, in training checkpoints,
-``optim.<path>`` for the optimiser state (Adam moments and step count), so a run can
-be resumed. Metadata: ``config`` (JSON of :class:`ResNetConfig`) and ``state`` (JSON:
-phase, epoch, step, elapsed seconds). The model card (``NAME.card.json``) sits beside
-the weights.
+``optim.<path>`` for the optimiser state (Adam moments and step count).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from bench.errors import BenchFileError, BenchValueError
+from bench.errors import BenchValueError
+
+from .. import checkpoint as ck
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_CHECKPOINT = WEIGHTS_DIR / "resnet-jax-small.safetensors"
+card_path = ck.card_path
 
 
 def _flat(tree, prefix: str) -> dict[str, np.ndarray]:
@@ -49,45 +47,27 @@ def _unflat(template, tensors: dict, prefix: str, path_name: str):
 
 def save(path, cfg, params, *, opt_state=None, state: dict | None = None) -> None:
     """Write a checkpoint atomically (temporary file, then rename)."""
-    from safetensors.numpy import save_file
-
     tensors = _flat(params, "model")
     if opt_state is not None:
         tensors.update(_flat(opt_state, "optim"))
-    meta = {"config": json.dumps(cfg.to_dict()), "state": json.dumps(state or {})}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    ck.save(path, tensors, config=cfg.to_dict(), state=state, framework="numpy")
 
 
 def load(path, *, optimizer=None):
-    """(model, state, opt_state or None) from a checkpoint; clear errors for missing or corrupt files.
+    """(model, state, opt_state or None) from a checkpoint.
 
     With *optimizer* (an optax transformation) the saved optimiser state is restored
     into ``optimizer.init(params)``'s structure, when the file has one.
     """
     from flax import nnx
-    from safetensors import SafetensorError, safe_open
-    from safetensors.numpy import load_file
 
     from .model import ResNetConfig, ResNetDeconv
 
-    path = Path(path)
-    if not path.exists():
-        raise BenchFileError(f"resnet-jax checkpoint not found: {str(path)!r}")
+    tensors, cfg_dict, state = ck.read(path, label="resnet-jax", framework="numpy")
     try:
-        with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-        cfg = ResNetConfig(**json.loads(meta["config"]))
-        state = json.loads(meta.get("state", "{}"))
-    except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError, ValueError) as err:
-        if isinstance(err, BenchValueError):
-            raise
-        raise BenchValueError(f"{str(path)!r} is not a readable resnet-jax checkpoint "
-                              f"({type(err).__name__}: {err})") from None
+        cfg = ResNetConfig(**cfg_dict)
+    except (TypeError, ValueError) as err:
+        raise BenchValueError(f"{str(path)!r} has an unusable resnet-jax configuration ({err})") from None
     model = ResNetDeconv(cfg, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
     params = _unflat(params, tensors, "model", str(path))
@@ -96,8 +76,3 @@ def load(path, *, optimizer=None):
     if optimizer is not None and any(k.startswith("optim.") for k in tensors):
         opt_state = _unflat(optimizer.init(params), tensors, "optim", str(path))
     return model, state, opt_state
-
-
-def card_path(weights_path) -> Path:
-    p = Path(weights_path)
-    return p.with_name(p.name.removesuffix(".safetensors") + ".card.json")

@@ -156,3 +156,14 @@ def n_parameters(model: nnx.Module) -> int:
 
 
 __all__ = ["ResNetConfig", "ResNetDeconv", "n_parameters"]
+
+
+def make_predict(graphdef):
+    """A jitted ``predict(params, image, psf, noise_sigma)`` for a model's graph definition."""
+    import jax
+    from flax import nnx
+
+    @jax.jit
+    def predict(params, image, psf, noise_sigma):
+        return nnx.merge(graphdef, params)(image, psf, noise_sigma)
+    return predict

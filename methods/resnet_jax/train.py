@@ -21,17 +21,6 @@ import sys
 import time
 
 
-def make_predict(graphdef):
-    """A jitted ``predict(params, image, psf, noise_sigma)`` for a model's graph definition."""
-    import jax
-    from flax import nnx
-
-    @jax.jit
-    def predict(params, image, psf, noise_sigma):
-        return nnx.merge(graphdef, params)(image, psf, noise_sigma)
-    return predict
-
-
 def evaluate(predict, params, data, batch: int = 200):
     """Validation PSNR and SSIM (bench.metrics conventions) on NumPy arrays (img, psf, sig, truth)."""
     import numpy as np
@@ -57,10 +46,11 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     from bench.dataset import load_dataset
     from bench.errors import BenchValueError
     from methods.losses import astro_loss, l1_loss
-    from methods.training import dihedral, hardware, split_quads, write_card
+    from methods.checkpoint import hardware
+    from methods.training import dihedral, split_quads, write_card
 
     from . import checkpoint as ck
-    from .model import ResNetConfig, ResNetDeconv, n_parameters
+    from .model import ResNetConfig, ResNetDeconv, make_predict, n_parameters
 
     if len(epochs) != 2 or len(lr) != 2 or min(epochs) < 0 or min(lr) <= 0:
         raise BenchValueError(f"epochs and lr take two values (pre-training, fine-tuning), got {epochs} and {lr}")

@@ -1,0 +1,136 @@
+"""The import graph of the project: no circle, and no module imports one on a higher floor.
+
+Floors, lowest first (README, "How the code is organised"); a module may import its own
+floor and the floors its row names:
+
+========  ==========================================================  ========================
+floor     modules                                                     may import
+========  ==========================================================  ========================
+core      errors, devices, arrays, fourier, cli, memory, gallery      core
+data      spec, simulate, dataset                                     core, data
+methods   methods.* (registry, methods, checkpoint, losses)           core, methods
+engine    bench.metacal.* (config, lattice, kernels, noise, ...)      core, engine
+pipeline  pipeline, shear, metrics, reference_loop                    all of the above
+drivers   the command lines, Dask, report, compare, benchmark suite,  anything
+          training and tuning commands
+========  ==========================================================  ========================
+"""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOORS = ["core", "data", "methods", "engine", "pipeline", "drivers"]
+ALLOWED = {"core": {"core"}, "data": {"core", "data"}, "methods": {"core", "methods"},
+           "engine": {"core", "engine"}, "pipeline": {"core", "data", "methods", "engine", "pipeline"},
+           "drivers": set(FLOORS)}
+CORE = {"bench.errors", "bench.devices", "bench.arrays", "bench.fourier", "bench.cli", "bench.memory",
+        "bench.gallery"}
+DATA = {"bench.spec", "bench.simulate", "bench.dataset"}
+PIPELINE = {"bench.pipeline", "bench.shear", "bench.metrics", "bench.reference_loop"}
+METHOD_DRIVERS = {"methods.training", "methods.tune", "methods.dwdn.train", "methods.resnet_jax.train"}
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for pkg in ("bench", "methods"):
+        for p in (ROOT / pkg).rglob("*.py"):
+            parts = list(p.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join(parts)] = p
+    return out
+
+
+def floor(mod: str) -> str:
+    if mod in CORE or mod == "bench":
+        return "core" if mod != "bench" else "drivers"      # the package's lazy facade sits on top
+    if mod in DATA:
+        return "data"
+    if mod in PIPELINE:
+        return "pipeline"
+    if mod == "bench.metacal.__main__" or mod.split(".")[-1].startswith("test_") or mod in METHOD_DRIVERS:
+        return "drivers"
+    if mod.startswith("bench.metacal"):
+        return "engine"
+    if mod.startswith("methods"):
+        return "methods"
+    return "drivers"       # distributed, report, compare, kernel_study, conftest
+
+
+def imports(mod: str, path: Path, known: set) -> set:
+    """Project modules *mod* imports anywhere in its file (function-level imports included)."""
+    tree = ast.parse(path.read_text())
+    is_pkg = path.name == "__init__.py"
+    base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+    out = set()
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            pkg = ".".join(base[:len(base) - node.level + 1]) if node.level else ""
+            target = ".".join(x for x in (pkg, node.module or "") if x)
+            for a in node.names:
+                sub = f"{target}.{a.name}"
+                names.append(sub if sub in known else target)
+        for n in names:
+            while n and n not in known:
+                n = n.rpartition(".")[0]
+            if n and n != mod:
+                out.add(n)
+    return out
+
+
+def graph():
+    mods = modules()
+    known = set(mods)
+    return {m: imports(m, p, known) for m, p in mods.items()}
+
+
+def test_no_upward_import():
+    bad = [f"{m} ({floor(m)}) imports {d} ({floor(d)})"
+           for m, deps in graph().items() for d in deps if floor(d) not in ALLOWED[floor(m)]]
+    assert not bad, "\n".join(bad)
+
+
+def test_no_import_cycle():
+    g = graph()
+    state, stack, cycles = {}, [], []
+
+    def visit(m):
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(g.get(m, ())):
+            if state.get(d) == 1:
+                cycles.append(stack[stack.index(d):] + [d])
+            elif d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(g):
+        if m not in state:
+            visit(m)
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_files_stay_small():
+    big = {str(p.relative_to(ROOT)): n for p in modules().values()
+           if (n := len(p.read_text().splitlines())) > 420}
+    assert not big, big
+
+
+def test_walker_sees_an_upward_import(tmp_path):
+    """The test can fail: an engine module importing methods is caught."""
+    mods = modules()
+    fake = tmp_path / "engine.py"
+    fake.write_text("def f():\n    from methods import get_method\n")
+    deps = imports("bench.metacal.engine", fake, set(mods))
+    assert "methods" in deps and floor("methods") not in ALLOWED[floor("bench.metacal.engine")]
+
+
+def test_report_imports_no_method_or_framework():
+    for name in ("bench.report", "bench.compare"):
+        deps = graph()[name]
+        assert not any(d.startswith("methods") or d in DATA for d in deps), (name, deps)
