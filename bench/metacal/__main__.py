@@ -22,8 +22,8 @@ def parser():
     p.add_argument("input", help="npz with image, psf, noise_sigma, pixel_scale [, row, col, noise]")
     p.add_argument("--out", required=True, help="output npz")
     p.add_argument("--method", default="fourier", help="registered deconvolution method [fourier]")
-    p.add_argument("--psf", "--kernel", dest="psf", default="dilate", metavar="KERNEL",
-                   help=f"reconvolution kernel: {', '.join(KERNELS)} [dilate]")
+    p.add_argument("--psf", "--kernel", dest="psf", default=MetacalConfig.kernel, metavar="KERNEL",
+                   help=f"reconvolution kernel: {', '.join(KERNELS)} [{MetacalConfig.kernel}]")
     p.add_argument("--step", type=float, default=0.01, help="shear step [0.01]")
     p.add_argument("--weight-fwhm", type=float, default=1.2, help="moment weight FWHM, arcsec [1.2]")
     p.add_argument("--no-noise-correction", action="store_true",
