@@ -158,6 +158,8 @@ def process_shard(source: str, start: int, stop: int, work_dir: str, *, metacal_
     res, dec = pipeline.run(m, data["image"], data["psf"], data["noise_sigma"], pixel_scale=pixel_scale,
                             row=data.get("row"), col=data.get("col"), config=cfg, noise=noise, noise_keys=keys,
                             device=device)
+    if cfg.noise_correction and "noise" not in data:
+        res["noise_seed"] = np.int64(cfg.noise_seed)        # the fields were drawn from this seed
     if dec is not None and quality:
         from .metrics import object_scores
         res["psnr"], res["ssim"] = object_scores(dec, data["truth"])

@@ -193,14 +193,18 @@ def plots(runs) -> dict[str, str]:
     ax.axhspan(-M_GOAL, M_GOAL, color="0.85", label=f"|m| < {M_GOAL:g}")
     for k, run in enumerate(runs):
         df = rows(run)
-        for _, r in df[df["method"].str.endswith("+metacal")].iterrows():
+        # the rows through metacal, and exact metacal without the noise correction for comparison
+        sel = df["method"].str.endswith("+metacal") | df["method"].str.contains(r"\[no-correction\]", regex=True)
+        for _, r in df[sel].iterrows():
             rs, x = _snr_centres(r["by_snr"])
             if not rs:
                 continue
             m = np.array([np.nan if q["m"] is None else q["m"] for q in rs])
             e = np.array([np.nan if q["m_err"] is None else q["m_err"] for q in rs])
-            lbl = r["method"].removesuffix("+metacal") + (f" ({run['label']})" if len(runs) > 1 else "")
-            ax.errorbar(x * (1 + 0.03 * k), m, yerr=e, marker="o", capsize=3, label=lbl)
+            name = r["method"].removesuffix("+metacal").replace("+metacal[no-correction]", ", no noise correction")
+            lbl = name + (f" ({run['label']})" if len(runs) > 1 else "")
+            style = dict(linestyle="--", marker="s") if "no noise correction" in name else dict(marker="o")
+            ax.errorbar(x * (1 + 0.03 * k), m, yerr=e, capsize=3, label=lbl, **style)
     ax.set_xscale("log")
     ax.set_xlabel("SNR (bin centre)")
     ax.set_ylabel("m")

@@ -13,7 +13,6 @@ pytest.importorskip("dask.distributed")
 from bench.distributed import (connect, gather_outputs, process_shard, run_shards, shard_bounds,  # noqa: E402
                                write_h5)
 from bench.errors import BenchValueError  # noqa: E402
-from bench.metacal import metacal  # noqa: E402
 from bench.shear import ShearBiasMetric, combine_bands  # noqa: E402
 from conftest import run_module  # noqa: E402
 
@@ -170,3 +169,21 @@ def test_cli_bad_dask_options_exit_2(smoke, tmp_path, args, words):
     r = run_module("bench.metacal", inp, "--out", tmp_path / "o.npz", *args)
     assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_noise_correction_equal_across_shardings(client, smoke, tmp_path):
+    """With the correction on, shards of the dataset cache (fields keyed by quad, as the dataset's
+    noise) give exactly the single-process numbers, whatever the shard size."""
+    from bench.pipeline import paired_noise
+
+    noise = paired_noise(smoke["quad_id"], smoke["rotation"], smoke["noise_sigma"], smoke["image"].shape[1:],
+                         pairing=smoke.spec.noise_pairing)
+    single = _engine(smoke["image"], smoke["psf"], pixel_scale=smoke.spec.pixel_scale, row=smoke["row"],
+                     col=smoke["col"], chunk=CHUNK, noise=noise)
+    for shard in (SHARD, 2 * SHARD):
+        paths = run_shards(client, smoke.path, len(smoke), tmp_path / f"w{shard}", shard_size=shard,
+                           metacal_kwargs={"chunk": CHUNK})
+        sharded = gather_outputs(paths)
+        assert bool(sharded["noise_correction"]) and int(sharded["noise_seed"]) == 0
+        for k in ("noshear_e1", "R11", "R22", "flags"):
+            np.testing.assert_array_equal(sharded[k], single[k])
