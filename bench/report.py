@@ -308,10 +308,18 @@ def machine_lines(run) -> list[str]:
              f"  - CPU: {cpu.get('brand_raw', mi.get('processor', '?'))}, {cpu.get('count', '?')} logical cores; "
              f"Python {mi.get('python_version', '?')} on {mi.get('system', '?')} {mi.get('release', '')}",
              f"  - GPU: {extra.get('gpu') or 'none (' + str(extra.get('gpu_unavailable_reason')) + ')'}",
+             "  - metacal: " + _metacal_line(extra.get("metacal")),
              "  - libraries: " + ", ".join(f"{k} {v}" for k, v in extra.get("versions", {}).items())]
     if run.get("commit_info", {}).get("id"):
         lines.append(f"  - commit {run['commit_info']['id'][:10]}")
     return lines
+
+
+def _metacal_line(m) -> str:
+    if not m:
+        return "settings not recorded (a run before the noise correction: no correction)"
+    corr = f"noise correction on (seed {m.get('noise_seed')})" if m.get("noise_correction") else "no noise correction"
+    return f"kernel {m.get('kernel')}, {corr}, step {m.get('step')}, weight FWHM {m.get('weight_fwhm')} arcsec"
 
 
 def build(runs, out: Path, *, with_gallery: bool = True) -> tuple[Path, Path]:

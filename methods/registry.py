@@ -91,6 +91,12 @@ class Method(abc.ABC):
         -------
         array, shape (N, B, n, n)
             Same framework, device and dtype as *image*.
+
+        Notes
+        -----
+        With metacal's noise correction on, the harness also calls this on the 90-degree-rotated
+        noise field with the same PSF and noise level (:mod:`bench.pipeline`): exactly ngmix's
+        recipe for a linear method, its natural analogue for a nonlinear one.
         """
 
 

@@ -183,6 +183,10 @@ def metacal(image, psf, *, pixel_scale: float, row=None, col=None, config: Metac
     ----------
     Huff & Mandelbaum 2017, arXiv:1702.02600; Sheldon & Huff 2017, ApJ 841, 24.
     """
+    if "psf_mode" in settings:           # the name before 0.2, kept for existing scripts
+        import warnings
+        warnings.warn("metacal(psf_mode=...) is deprecated; use kernel=...", DeprecationWarning, stacklevel=2)
+        settings["kernel"] = settings.pop("psf_mode")
     if config is None:
         config = MetacalConfig(**settings)
     elif settings:
