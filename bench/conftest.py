@@ -27,12 +27,12 @@ def dask_client(request):
         yield None
         return
     from bench.devices import cuda_unavailable_reason, module_missing
-    from bench.distributed import connect
+    from bench.distributed import close, connect
     # one worker per GPU where there are GPUs and dask-cuda to start them
     gpus = not cuda_unavailable_reason() and not module_missing("dask_cuda")
     client = connect(scheduler, workers, device="cuda" if gpus else "cpu")
     yield client
-    client.close()
+    close(client)
 
 
 @pytest.fixture(scope="session")

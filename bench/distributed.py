@@ -79,6 +79,15 @@ def connect(scheduler: str | None = None, workers: int | None = None, *, device:
     return Client(cluster)
 
 
+def close(client) -> None:
+    """Close *client* and, when :func:`connect` started it, its local cluster: closing the client
+    alone leaves the worker processes running."""
+    cluster = getattr(client, "cluster", None)
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
 def shard_bounds(n_samples: int, shard_size: int = SHARD_SIZE) -> list[tuple[int, int]]:
     """[(start, stop), ...] covering ``range(n_samples)``; every shard holds whole quads."""
     if not (isinstance(shard_size, int) and shard_size >= 4 and shard_size % 4 == 0):
@@ -231,5 +240,5 @@ def gather_outputs(paths) -> dict[str, np.ndarray]:
     return out
 
 
-__all__ = ["SHARD_SIZE", "connect", "file_identity", "gather_outputs", "process_shard", "run_shards",
+__all__ = ["SHARD_SIZE", "close", "connect", "file_identity", "gather_outputs", "process_shard", "run_shards",
            "shard_bounds", "write_h5"]

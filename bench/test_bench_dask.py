@@ -21,7 +21,7 @@ _TIMES: dict = {}
 @pytest.mark.parametrize("workers", [1, 2])
 def test_dask_metacal_throughput(benchmark, dataset, request, workers):
     pytest.importorskip("dask.distributed", reason="dask.distributed is not installed (pip install '.[dask]')")
-    from bench.distributed import connect, run_shards
+    from bench.distributed import close, connect, run_shards
 
     scheduler = request.config.getoption("--scheduler")
     if scheduler and workers != 1:
@@ -40,7 +40,7 @@ def test_dask_metacal_throughput(benchmark, dataset, request, workers):
         benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
         n_workers = len(client.scheduler_info()["workers"])
     finally:
-        client.close()
+        close(client)
         shutil.rmtree(root, ignore_errors=True)
     per_5000 = benchmark.stats.stats.median * N_REF / n
     _TIMES[workers] = per_5000

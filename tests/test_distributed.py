@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("dask.distributed")
 
-from bench.distributed import (connect, gather_outputs, process_shard, run_shards, shard_bounds,  # noqa: E402
+from bench.distributed import (close, connect, gather_outputs, process_shard, run_shards, shard_bounds,  # noqa: E402
                                write_h5)
 from bench.errors import BenchValueError  # noqa: E402
 from bench.shear import ShearBiasMetric, combine_bands  # noqa: E402
@@ -31,7 +31,7 @@ CHUNK = 8
 def client():
     c = connect(workers=2)
     yield c
-    c.close()
+    close(c)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_worker_dying_mid_run_loses_no_results(smoke, source, tmp_path):
         assert not t.is_alive() and "paths" in result
         dist = gather_outputs(result["paths"])
     finally:
-        client.close()
+        close(client)
     single = metacal(smoke["image"], smoke["psf"], pixel_scale=smoke.spec.pixel_scale, row=smoke["row"],
                      col=smoke["col"], chunk=4, dtype="float64")
     np.testing.assert_array_equal(dist["R11"], single["R11"])

@@ -92,7 +92,7 @@ def _main_distributed(a, d, cfg) -> int:
     from dataclasses import asdict
     from pathlib import Path
 
-    from ..distributed import SHARD_SIZE, connect, gather_outputs, run_shards, shard_bounds, write_h5
+    from ..distributed import SHARD_SIZE, close, connect, gather_outputs, run_shards, shard_bounds, write_h5
 
     if a.workers is not None and a.scheduler:
         raise BenchValueError("give --workers or --scheduler, not both")
@@ -110,7 +110,7 @@ def _main_distributed(a, d, cfg) -> int:
         paths = run_shards(client, source, len(d["image"]), work / "shards", shard_size=shard,
                            metacal_kwargs=kwargs, method=a.method, device=a.device)
     finally:
-        client.close()
+        close(client)
     _write_output(a, gather_outputs(paths))
     shutil.rmtree(work, ignore_errors=True)
     return 0
