@@ -151,11 +151,9 @@ def process_shard(source: str, start: int, stop: int, work_dir: str, *, metacal_
     noise, keys = data.get("noise"), np.arange(start, stop)      # keys: global, whatever the sharding
     if cfg.noise_correction and noise is None and "quad_id" in data:
         # a dataset cache: fields paired as the dataset pairs its noise
-        shape = data["image"].shape[1:] if data["image"].ndim == 4 else (1,) + data["image"].shape[1:]
-        sig = np.asarray(data["noise_sigma"]).reshape(len(keys), -1)
-        noise = pipeline.paired_noise(data["quad_id"], data["rotation"], sig, shape, seed=cfg.noise_seed,
+        noise = pipeline.paired_noise(data["quad_id"], data["rotation"], data["noise_sigma"],
+                                      data["image"].shape[1:], seed=cfg.noise_seed,
                                       pairing=spec.get("noise_pairing", "independent"))
-        noise = noise.reshape(data["image"].shape)
     m = None
     if method is not None:
         from methods import get_method, get_method_class

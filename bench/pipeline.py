@@ -59,8 +59,7 @@ def paired_noise(quad_id, rotation, noise_sigma, shape, *, seed: int = 0, pairin
 
 
 def run(method, image, psf, noise_sigma, *, pixel_scale: float, row=None, col=None,
-        config: MetacalConfig | None = None, noise=None, noise_keys=None, device: str = "cpu",
-        deconvolve=None):
+        config: MetacalConfig | None = None, noise=None, noise_keys=None, device: str = "cpu"):
     """Metacal of a batch with *method* (a :class:`methods.Method`, or None for exact metacal).
 
     Parameters
@@ -80,10 +79,6 @@ def run(method, image, psf, noise_sigma, *, pixel_scale: float, row=None, col=No
         Keys of the drawn fields. [default: the object's index]
     device : str
         Where the method runs. [default: "cpu"]
-    deconvolve : callable, optional
-        ``deconvolve(image, psf, noise_sigma) -> array`` on (N, B, n, n) batches, in place of
-        running *method* through :func:`deconvolve_numpy` (the benchmark passes its own, on
-        device arrays). [default: None]
 
     Returns
     -------
@@ -103,16 +98,19 @@ def run(method, image, psf, noise_sigma, *, pixel_scale: float, row=None, col=No
 
     sig = np.asarray(to_numpy(noise_sigma), dtype=np.float32)
     sig4 = sig if sig.ndim == 2 else sig[:, None]
-    run_method = deconvolve or (lambda i, p, s: deconvolve_numpy(method, to_numpy(i), to_numpy(p), to_numpy(s),
-                                                                 device=device))
-    dec = to_numpy(run_method(as4(image), as4(psf), sig4)).reshape(shape)
+    psf4 = to_numpy(as4(psf))
+
+    def run_method(stamps):
+        return deconvolve_numpy(method, to_numpy(as4(stamps)), psf4, sig4, device=device).reshape(shape)
+
+    dec = run_method(image)
     dec_noise = None
     drawn = noise is None
     if config.noise_correction:
         if drawn:
             noise = draw_noise(shape, sig, keys=noise_keys, seed=config.noise_seed)
-        turned = to_numpy(rotate_in(np, np.asarray(to_numpy(noise), dtype=np.float32).reshape((-1,) + shape[-2:])))
-        dec_noise = to_numpy(run_method(as4(turned.reshape(shape)), as4(psf), sig4)).reshape(shape)
+        turned = rotate_in(np, np.asarray(to_numpy(noise), dtype=np.float32))
+        dec_noise = run_method(turned)
     res = metacal(image, psf, pixel_scale=pixel_scale, row=row, col=col, config=config, deconvolved=dec,
                   deconvolved_noise=dec_noise, noise=noise)
     if config.noise_correction and drawn:

@@ -110,8 +110,7 @@ def _chunk_results(dataset, name, cls, device, method, client, config=CONFIG):
 
 def _turned(noise):
     """rot90(noise, k=1) of (N, B, n, n) fields: what a method deconvolves for the correction."""
-    N, B, n, _ = noise.shape
-    return np.ascontiguousarray(rotate_in(np, noise.reshape(N * B, n, n)).reshape(N, B, n, n))
+    return np.ascontiguousarray(rotate_in(np, noise))
 
 
 def _by_snr(dataset, name, cls, device, method, client=None, config=CONFIG):

@@ -48,7 +48,6 @@ def test_matches_ngmix(ref, kernel, correction):
 def test_correction_is_ngmix_recipe_on_images(ref):
     """Rotate the field by rot90(k=1), metacal it like the image, rotate back (k=3), add: done by hand
     with the engine on explicit images equals the engine's relabelled moments."""
-    from bench.metacal.lattice import GAUSSIAN_KERNELS  # noqa: F401  (the module exists)
     k = slice(0, 6)
     img, psf, nz = ref["image"][k].astype(np.float64), ref["psf"][k].astype(np.float64), ref["noise"][k]
     kw = dict(pixel_scale=0.2, row=ref["row"][k], col=ref["col"][k], kernel="dilate", dtype="float64")

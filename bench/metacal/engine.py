@@ -76,6 +76,7 @@ def _moments_chunk(xp, dev, frames, src, psf, x0, y0, cfg: MetacalConfig, scale:
         sig_host = target_sigma(cfg.kernel, xp.astype(psf, xp.float64), scale)
         bad_kernel = ~np.isfinite(sig_host)
         gsig = both(xp.asarray(np.where(bad_kernel, 1.0, sig_host), device=dev, dtype=ftype))
+    offset = bool(np.any(x0 != 0) or np.any(y0 != 0))
     moments = {}
     for fr in frames:
         def mats(sa=1.0, sb=1.0):
@@ -97,7 +98,7 @@ def _moments_chunk(xp, dev, frames, src, psf, x0, y0, cfg: MetacalConfig, scale:
                 Vr, Vi = Ir * Tr - Ii * Ti, Ir * Ti + Ii * Tr
             else:
                 Vr, Vi = Ir, Ii
-            if np.any(x0 != 0) or np.any(y0 != 0):
+            if offset:
                 # the weight sits at the object: phase exp(+i q . S^-1 x0), separable in the frame
                 X0 = fr.Sinv[t] @ np.vstack([x0, y0])
                 a0, b0 = fr.rotate_in(X0[0], X0[1])

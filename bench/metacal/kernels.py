@@ -157,8 +157,8 @@ def _azgauss_sigma_group(xp, dev, p, flux, dk, pos):
     kmax = math.pi
     ix = np.arange(0, int(math.ceil(kmax / dk)) + 1, 4)
     rp, rm = re_psf_half_planes(xp, dev, pe, po, ix, ix, dk, pos)
-    below = to_numpy((rp < xp.asarray(thresh[:, None, None], device=dev, dtype=rp.dtype))
-                     | (rm < xp.asarray(thresh[:, None, None], device=dev, dtype=rp.dtype)))
+    t = xp.asarray(thresh[:, None, None], device=dev, dtype=rp.dtype)
+    below = to_numpy((rp < t) | (rm < t))
     r2 = (ix[None, :] ** 2 + ix[:, None] ** 2) * dk * dk
     rc = np.sqrt(np.where(below, r2[None], np.inf).min(axis=(1, 2)))
     M = int(math.ceil(1.5 * float(np.nanmin(np.where(np.isfinite(rc), rc, kmax))) / dk)) + 4

@@ -45,8 +45,9 @@ def draw_fields(keys, shape: tuple[int, ...], *, seed: int = 0, dtype=np.float64
 
 
 def rotate_in(xp, noise):
-    """``np.rot90(noise, k=1)`` over the last two axes, for any array namespace."""
-    return xp.flip(xp.permute_dims(noise, (0, 2, 1)) if noise.ndim == 3 else noise.T, axis=-2)
+    """``np.rot90(noise, k=1)`` over the last two axes, for any array namespace and leading axes."""
+    axes = tuple(range(noise.ndim - 2)) + (noise.ndim - 1, noise.ndim - 2)
+    return xp.flip(xp.permute_dims(noise, axes), axis=-2)
 
 
 def rotated_centres(x0, y0):

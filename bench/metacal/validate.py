@@ -66,8 +66,7 @@ def noise_fields(xp, dev, image, config, *, noise=None, noise_sigma=None, keys=N
         raise BenchValueError(f"noise shape {tuple(noise.shape)} does not match image shape {shape}")
     if isinstance(noise, np.ndarray) and not isinstance(image, np.ndarray):
         noise = xp.asarray(noise, device=dev)
-    flat = xp.reshape(noise, (-1,) + shape[-2:])
-    return xp.reshape(rotate_in(xp, flat), shape)
+    return rotate_in(xp, noise)
 
 
 def draw_noise(shape, noise_sigma, *, keys=None, seed: int = 0) -> np.ndarray:
