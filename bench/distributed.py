@@ -126,8 +126,11 @@ _METHODS: dict = {}     # per worker process: methods built once (weights, plans
 
 
 def process_shard(source: str, start: int, stop: int, work_dir: str, *, metacal_kwargs: dict,
-                  method: str | None = None, device: str = "cpu", quality: bool = False) -> str:
+                  method: str | None = None, device: str = "cpu", quality: bool = False,
+                  placement: str = "deconvolve-then-shear") -> str:
     """One task: samples [start, stop) of *source* through *method* (if any) and metacal.
+
+    *placement* says where the method sits (:data:`bench.pipeline.PLACEMENTS`).
 
     Writes ``shard-START-STOP.npz`` in *work_dir* with the metacal outputs and, with
     *quality*, per-object PSNR and SSIM against ``truth`` (band means; NaN where the
@@ -158,13 +161,13 @@ def process_shard(source: str, start: int, stop: int, work_dir: str, *, metacal_
     if method is not None:
         from methods import get_method, get_method_class
 
-        if get_method_class(method).produces_image:
+        if get_method_class(method).produces_image or placement == "shear-then-deconvolve":
             if (method, device) not in _METHODS:
                 _METHODS[(method, device)] = get_method(method, device=device)
             m = _METHODS[(method, device)]
     res, dec = pipeline.run(m, data["image"], data["psf"], data["noise_sigma"], pixel_scale=pixel_scale,
                             row=data.get("row"), col=data.get("col"), config=cfg, noise=noise, noise_keys=keys,
-                            device=device)
+                            device=device, placement=placement)
     if cfg.noise_correction and "noise" not in data:
         res["noise_seed"] = np.int64(cfg.noise_seed)        # the fields were drawn from this seed
     if dec is not None and quality:
@@ -212,7 +215,7 @@ def run_shards(client, source, n_samples: int, work_dir, *, shard_size: int = SH
     retries : int
         Extra attempts for a shard whose task raised. [default: 3]
     **task_kwargs
-        ``metacal_kwargs``, ``method``, ``device``, ``quality``: see :func:`process_shard`.
+        ``metacal_kwargs``, ``method``, ``device``, ``quality``, ``placement``: see :func:`process_shard`.
     """
     work_dir = Path(work_dir)
     bounds = shard_bounds(n_samples, shard_size)
@@ -232,7 +235,7 @@ def gather_outputs(paths) -> dict[str, np.ndarray]:
     parts = [dict(np.load(p)) for p in paths]
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if np.ndim(parts[0][k]) > 0}
     out["time_s"] = np.float64(sum(float(p["time_s"]) for p in parts))
-    for k in ("noise_correction", "noise_seed"):          # settings: the same in every shard
+    for k in ("noise_correction", "noise_seed", "placement"):   # settings: the same in every shard
         if k in parts[0]:
             out[k] = parts[0][k]
     return out

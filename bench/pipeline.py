@@ -7,6 +7,18 @@ engine shears and reconvolves both. For a linear method (``wiener-fftw``, ``four
 is exactly ngmix's recipe; for a nonlinear one (Richardson-Lucy, the networks) it is the
 natural analogue, not a proof of cancellation.
 
+Where the method sits (``placement``, :data:`PLACEMENTS`):
+
+* ``"deconvolve-then-shear"``: the method replaces metacal's own deconvolution; metacal
+  shears and reconvolves its output. Only an exact linear deconvolution is unbiased here:
+  the artificial shear also shears what the method leaves of the PSF (for Wiener,
+  W(k) P(k) != 1) and its prior, which the real shear does not.
+* ``"shear-then-deconvolve"``: exact metacal draws the five images (noise correction
+  added, :func:`bench.metacal.render.metacal_images`), the method deconvolves each with
+  the reconvolution PSF, and the moments are measured on its outputs. The method is
+  then part of the shape measurement, which metacal calibrates however nonlinear it is
+  (Sheldon & Huff 2017); it costs five deconvolutions per stamp instead of two.
+
 Correction fields for the simulated datasets follow the dataset's own noise pairing
 (:func:`paired_noise`): the +g and -g members of a pair share their field, and with
 ``noise_pairing = "antithetic"`` the 90-degree pair gets minus the 90-degree-rotated field,
@@ -18,9 +30,14 @@ from __future__ import annotations
 import numpy as np
 
 from .arrays import method_inputs, to_numpy
-from .metacal import MetacalConfig, draw_fields, metacal
+from .errors import unknown_name
+from .metacal import TYPES, MetacalConfig, draw_fields, metacal
 from .metacal.noise import rotate_in
+from .metacal.render import measure, metacal_images
 from .metacal.validate import draw_noise
+
+#: where a method sits in metacal; the first is the default
+PLACEMENTS = ("deconvolve-then-shear", "shear-then-deconvolve")
 
 
 def deconvolve_numpy(method, image, psf, noise_sigma, *, device: str = "cpu"):
@@ -59,7 +76,8 @@ def paired_noise(quad_id, rotation, noise_sigma, shape, *, seed: int = 0, pairin
 
 
 def run(method, image, psf, noise_sigma, *, pixel_scale: float, row=None, col=None,
-        config: MetacalConfig | None = None, noise=None, noise_keys=None, device: str = "cpu"):
+        config: MetacalConfig | None = None, noise=None, noise_keys=None, device: str = "cpu",
+        placement: str = "deconvolve-then-shear"):
     """Metacal of a batch with *method* (a :class:`methods.Method`, or None for exact metacal).
 
     Parameters
@@ -79,17 +97,31 @@ def run(method, image, psf, noise_sigma, *, pixel_scale: float, row=None, col=No
         Keys of the drawn fields. [default: the object's index]
     device : str
         Where the method runs. [default: "cpu"]
+    placement : {"deconvolve-then-shear", "shear-then-deconvolve"}
+        Where the method sits (module docstring). In the second, ``None`` measures the
+        metacal images themselves (exact metacal, in pixels) and any method with a
+        ``deconvolve`` runs, ``fourier`` included. [default: "deconvolve-then-shear"]
 
     Returns
     -------
     (dict, ndarray or None)
-        The metacal output and the method's deconvolved images (None without images).
+        The metacal output (with ``placement``) and the method's deconvolved images of the
+        observed stamps (None without images, and in the second placement, where the
+        method never sees them).
     """
+    if placement not in PLACEMENTS:
+        raise unknown_name("placement", placement, PLACEMENTS)
     config = config or MetacalConfig()
+    if placement == "shear-then-deconvolve":
+        res = shear_then_deconvolve(method, image, psf, noise_sigma, pixel_scale=pixel_scale, row=row, col=col,
+                                    config=config, noise=noise, noise_keys=noise_keys, device=device)
+        return res, None
     produces = method is not None and getattr(method, "produces_image", False)
     if not produces:
-        return metacal(image, psf, pixel_scale=pixel_scale, row=row, col=col, config=config, noise=noise,
-                       noise_sigma=noise_sigma, noise_keys=noise_keys), None
+        res = metacal(image, psf, pixel_scale=pixel_scale, row=row, col=col, config=config, noise=noise,
+                      noise_sigma=noise_sigma, noise_keys=noise_keys)
+        res["placement"] = np.str_(placement)
+        return res, None
     shape = tuple(image.shape)
     four = len(shape) == 4
 
@@ -115,7 +147,46 @@ def run(method, image, psf, noise_sigma, *, pixel_scale: float, row=None, col=No
                   deconvolved_noise=dec_noise, noise=noise)
     if config.noise_correction and drawn:
         res["noise_seed"] = np.int64(config.noise_seed)
+    res["placement"] = np.str_(placement)
     return res, dec
 
 
-__all__ = ["deconvolve_numpy", "paired_noise", "run"]
+def shear_then_deconvolve(method, image, psf, noise_sigma, *, pixel_scale: float, row=None, col=None,
+                          config: MetacalConfig | None = None, noise=None, noise_keys=None, device: str = "cpu"):
+    """Metacal with *method* after the shear: the second placement of :func:`run` (same parameters).
+
+    The method gets each metacal image (noise correction added), the reconvolution PSF
+    drawn on the stamp, and the metacal image's per-pixel noise sigma (the stamp's times
+    the rms gain of T/P, times sqrt 2 with the correction); its noise is correlated,
+    unlike the stamps a network was trained on.
+    """
+    import time
+
+    config = config or MetacalConfig()
+    t0 = time.perf_counter()
+    mc = metacal_images(to_numpy(image), to_numpy(psf), pixel_scale=pixel_scale, config=config,
+                        noise=None if noise is None else to_numpy(noise), noise_sigma=to_numpy(noise_sigma),
+                        noise_keys=noise_keys)
+    images = mc["images"]
+    if method is not None:
+        shape = tuple(image.shape)
+        four = len(shape) == 4
+
+        def as4(a):
+            return a if four else a[:, None]
+
+        tpsf = as4(mc["target_psf"])
+        sig = mc["noise_sigma"]
+        sig4 = np.where(np.isfinite(sig), sig, 0.0).astype(np.float32)
+        sig4 = sig4 if four else sig4[:, None]
+        images = {t: deconvolve_numpy(method, as4(images[t]), tpsf, sig4, device=device).reshape(shape)
+                  for t in TYPES}
+    res = measure(images, pixel_scale=pixel_scale, row=row, col=col, config=config, flags=mc["flags"])
+    res["time_s"] = np.float64(time.perf_counter() - t0)
+    res["noise_correction"] = np.bool_(config.noise_correction)
+    res["noise_seed"] = np.int64(config.noise_seed if config.noise_correction and noise is None else -1)
+    res["placement"] = np.str_("shear-then-deconvolve")
+    return res
+
+
+__all__ = ["PLACEMENTS", "deconvolve_numpy", "paired_noise", "run", "shear_then_deconvolve"]

@@ -188,6 +188,13 @@ class ShearBiasMetric:
         for label in labels + ["all"]:
             qs = good if label == "all" else [q for q in good if self._bin[q] == label]
             dropped = len({q for q in self._bad if label == "all" or self._bin.get(q) == label})
+            if len(qs) < 2:
+                # too few quads for a jackknife: reported as NaN with the counts, so that one
+                # nearly empty bin does not fail the whole table
+                nan = float("nan")
+                rows.append({"snr_bin": label, **dict.fromkeys(ShearBias.__dataclass_fields__, nan),
+                             "n_quads": len(qs), "n_dropped": dropped})
+                continue
             sums = {k: np.array([self._quads[q][k] for q in qs]) for k in _SUMS}
             b = bias_from_quad_sums(sums, self.g, n_jackknife=self.n_jackknife, n_dropped=dropped)
             rows.append({"snr_bin": label, **b.__dict__})

@@ -1,12 +1,17 @@
 """Benchmarks of every registered method on the shared dataset.
 
-Two rows per method, each with the ``extra_info`` schema the report and the gate read
+Three rows per method, each with the ``extra_info`` schema the report and the gate read
 (``method``, ``framework``, ``device``, ``n_samples``, ``time_per_5000_s``,
-``peak_memory_bytes``, ``warmup_s``, ``compile_s``, ``by_snr``):
+``peak_memory_bytes``, ``warmup_s``, ``compile_s``, ``placement``, ``by_snr``):
 
 * ``test_method[NAME]``: ``deconvolve`` on all bands of the first (up to) 5000 samples;
-* ``test_method_in_metacal[NAME]``: the full loop, ``deconvolve`` then metacal of all bands
-  (for ``fourier``, the exact metacal alone).
+* ``test_method_in_metacal[NAME]`` (``NAME+metacal``): placement "deconvolve-then-shear",
+  ``deconvolve`` then metacal of all bands (for ``fourier``, the exact metacal alone);
+* ``test_method_shear_first[NAME]`` (``NAME+metacal[shear-then-deconvolve]``): exact metacal
+  draws the five images, the method deconvolves each with the reconvolution PSF and the
+  moments are measured on its output (:mod:`bench.pipeline`). PSNR and SSIM are null in
+  these rows: the method never sees the observed stamps. Peak memory is that of the first
+  (warm-up) call, to spare the slow networks a third pass.
 
 Times come from the first 5000 samples (the SNR bins are interleaved along the dataset,
 so they have its mix); ``by_snr`` comes from one pass over the **whole** dataset in
@@ -34,7 +39,7 @@ from bench.memory import measure_peak
 from bench.metacal import MetacalConfig, metacal
 from bench.metacal.noise import rotate_in
 from bench.metrics import ImageQualityMetric, object_scores
-from bench.pipeline import paired_noise
+from bench.pipeline import PLACEMENTS, paired_noise, shear_then_deconvolve
 from bench.shear import ShearBiasMetric, combine_bands
 from methods import get_method, get_method_class, list_methods
 from methods.registry import best_device
@@ -68,7 +73,7 @@ def _method_or_skip(name):
     return cls, device, get_method(name, device=device)
 
 
-def _chunk_results(dataset, name, cls, device, method, client, config=CONFIG):
+def _chunk_results(dataset, name, cls, device, method, client, config=CONFIG, placement=PLACEMENTS[0]):
     """(slice, metacal output, per-object PSNR, SSIM or None) for each chunk, in sample order.
 
     In this process, or as shards on a Dask cluster (``--scheduler`` / ``--dask-workers``)
@@ -79,12 +84,13 @@ def _chunk_results(dataset, name, cls, device, method, client, config=CONFIG):
         import shutil
 
         from bench.distributed import run_shards
-        work = dataset.path.with_suffix(f".{name}.shards")
+        work = dataset.path.with_suffix(f".{name}.{placement}.shards")
         shutil.rmtree(work, ignore_errors=True)      # never results of an earlier run (other weights)
         from dataclasses import asdict
         kwargs = {k: v for k, v in asdict(config).items() if k != "chunk"}
         paths = run_shards(client, dataset.path, len(dataset), work, shard_size=CHUNK, metacal_kwargs=kwargs,
-                           method=name, device=device, quality=cls.produces_image)
+                           method=name, device=device, quality=cls.produces_image and placement == PLACEMENTS[0],
+                           placement=placement)
         for (a, b), path in zip(bounds, paths):
             with np.load(path) as f:
                 res = {k: f[k] for k in f.files}
@@ -95,6 +101,12 @@ def _chunk_results(dataset, name, cls, device, method, client, config=CONFIG):
         sl = slice(a, b)
         dec = dec_noise = p = s = None
         noise = _noise(dataset, sl) if config.noise_correction else None
+        if placement != PLACEMENTS[0]:
+            res = shear_then_deconvolve(method, dataset["image"][sl], dataset["psf"][sl], dataset["noise_sigma"][sl],
+                                        pixel_scale=dataset.spec.pixel_scale, row=dataset["row"][sl],
+                                        col=dataset["col"][sl], config=config, noise=noise, device=device)
+            yield sl, res, None, None
+            continue
         if cls.produces_image:
             img, psf, sig = _inputs(dataset, cls.framework, device, sl)
             dec = to_numpy(method.deconvolve(img, psf, sig))
@@ -113,16 +125,16 @@ def _turned(noise):
     return np.ascontiguousarray(rotate_in(np, noise))
 
 
-def _by_snr(dataset, name, cls, device, method, client=None, config=CONFIG):
+def _by_snr(dataset, name, cls, device, method, client=None, config=CONFIG, placement=PLACEMENTS[0]):
     """PSNR/SSIM (if the method makes images) and m, c per SNR bin over the whole dataset.
 
     One pass in chunks of CHUNK samples; the metrics accumulate (update) and aggregate
     at the end (compute). Returns (rows, number of flagged objects).
     """
-    quality = ImageQualityMetric() if cls.produces_image else None
+    quality = ImageQualityMetric() if cls.produces_image and placement == PLACEMENTS[0] else None
     shear = ShearBiasMetric(dataset.spec.shear)
     nflag = 0
-    for sl, res, p, s in _chunk_results(dataset, name, cls, device, method, client, config):
+    for sl, res, p, s in _chunk_results(dataset, name, cls, device, method, client, config, placement):
         if quality is not None:
             quality.add(p, s, dataset["snr_bin"][sl])
         shear.update(combine_bands(res), quad_id=dataset["quad_id"][sl],
@@ -141,8 +153,11 @@ def _by_snr(dataset, name, cls, device, method, client=None, config=CONFIG):
                        ssim=float(q.loc[label, "ssim_mean"]))
         if label in s.index:
             b = s.loc[label]
-            row.update(m=float(b.m), m_err=float(b.m_err), c=float(b.c1), c_err=float(b.c1_err),
-                       c2=float(b.c2), c2_err=float(b.c2_err), n_quads=int(b.n_quads),
+            def num(v):        # NaN (a bin with fewer than 2 usable quads) is written as null
+                return float(v) if np.isfinite(v) else None
+
+            row.update(m=num(b.m), m_err=num(b.m_err), c=num(b.c1), c_err=num(b.c1_err),
+                       c2=num(b.c2), c2_err=num(b.c2_err), n_quads=int(b.n_quads),
                        n_quads_dropped=int(b.n_dropped))
             row["n"] = row["n"] or 4 * int(b.n_quads)
         rows.append(row)
@@ -171,9 +186,10 @@ def _quality_rows(name, dataset, cls, device, method, client):
     return _RESULTS[name]
 
 
-def _common(cls, device, dataset, n, config=CONFIG):
+def _common(cls, device, dataset, n, config=CONFIG, placement=PLACEMENTS[0]):
     return dict(framework=cls.framework, device=device, n_samples=n, n_bands=len(dataset.spec.bands),
                 dataset=dataset.spec.name, n_samples_quality=len(dataset), kernel=config.kernel,
+                placement=placement,
                 noise_correction=config.noise_correction,
                 noise_seed=config.noise_seed if config.noise_correction else None)
 
@@ -235,6 +251,34 @@ def test_method_in_metacal(benchmark, dataset, dask_client, name):
                 warmup_s=warm, compile_s=compile_s, time_per_5000_s=benchmark.stats.stats.median * N_REF / n)
     info["peak_memory_bytes"], info["peak_memory_kind"] = measure_peak(run, cls.framework, device)
     info.update(_quality_rows(name, dataset, cls, device, method, dask_client))
+    benchmark.extra_info.update(info)
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_method_shear_first(benchmark, dataset, dask_client, name):
+    """Placement "shear-then-deconvolve": exact metacal's five images, each deconvolved, moments on the output."""
+    cls, device, method = _method_or_skip(name)
+    placement = PLACEMENTS[1]
+    n = min(len(dataset), N_REF)
+    sl = slice(0, n)
+    noise = _noise(dataset, sl)
+    args = [dataset[k][sl] for k in ("image", "psf", "noise_sigma")]
+    kw = dict(pixel_scale=dataset.spec.pixel_scale, row=dataset["row"][sl], col=dataset["col"][sl],
+              config=CONFIG, noise=noise, device=device)
+
+    def run():
+        return shear_then_deconvolve(method, *args, **kw)
+
+    t0 = time.perf_counter()
+    peak, kind = measure_peak(run, cls.framework, device)     # the warm-up call, timed too
+    warm = time.perf_counter() - t0
+    benchmark.pedantic(run, rounds=1 if warm > 3 else 3, iterations=1)
+    rows, nflag = _by_snr(dataset, name, cls, device, method, dask_client, CONFIG, placement)
+    info = dict(method=f"{name}+metacal[{placement}]", base_method=name, **_common(cls, device, dataset, n,
+                                                                                   placement=placement),
+                warmup_s=warm, compile_s=getattr(method, "compile_s", None),
+                time_per_5000_s=benchmark.stats.stats.median * N_REF / n, peak_memory_bytes=peak,
+                peak_memory_kind=kind, peak_memory_call="first", by_snr=rows, n_flagged=nflag)
     benchmark.extra_info.update(info)
 
 

@@ -30,6 +30,10 @@ def parser():
                    help="turn off ngmix's noise correction (fixnoise) [on]")
     p.add_argument("--noise-seed", type=int, default=0,
                    help="seed of the correction's noise fields when the input has no 'noise' array [0]")
+    p.add_argument("--placement", default="deconvolve-then-shear", metavar="PLACEMENT",
+                   help="where --method sits: deconvolve-then-shear (it replaces metacal's deconvolution) or "
+                        "shear-then-deconvolve (it deconvolves each of the five metacal images, and the "
+                        "moments are measured on its output) [deconvolve-then-shear]")
     p.add_argument("--device", default="cpu", help="cpu or cuda [cpu]")
     p.add_argument("--workers", type=int, default=None,
                    help="run on a local Dask cluster of this many worker processes [one process, no Dask]")
@@ -51,6 +55,10 @@ def main(argv=None) -> int:
     if a.device not in ("cpu", "cuda"):
         raise unknown_name("device", a.device, ("cpu", "cuda"))
     cls = get_method_class(a.method)
+    from ..pipeline import PLACEMENTS
+    if a.placement not in PLACEMENTS:
+        raise unknown_name("placement", a.placement, PLACEMENTS)
+    runs_method = cls.produces_image or a.placement == "shear-then-deconvolve"
     if a.device == "cuda":
         from ..devices import cuda_unavailable_reason, module_missing
         why = cuda_unavailable_reason() or ("CuPy is not installed (pip install '.[gpu]')"
@@ -66,12 +74,13 @@ def main(argv=None) -> int:
     from .. import pipeline
 
     image, psf = d["image"], d["psf"]
-    if a.device == "cuda" and not cls.produces_image:
+    if a.device == "cuda" and not runs_method:
         import cupy
         image, psf = cupy.asarray(image), cupy.asarray(psf)
-    method = get_method(a.method, device=a.device) if cls.produces_image else None
+    method = get_method(a.method, device=a.device) if runs_method else None
     out, _ = pipeline.run(method, image, psf, d["noise_sigma"], pixel_scale=float(d["pixel_scale"]),
-                          row=d.get("row"), col=d.get("col"), config=cfg, noise=d.get("noise"), device=a.device)
+                          row=d.get("row"), col=d.get("col"), config=cfg, noise=d.get("noise"), device=a.device,
+                          placement=a.placement)
     _write_output(a, out)
     return 0
 
@@ -82,7 +91,7 @@ def _write_output(a, out) -> None:
     np.savez(tmp, **out)
     os.replace(tmp, a.out)
     corr = "noise correction on" if bool(out.get("noise_correction", False)) else "no noise correction"
-    print(f"metacal ({a.method}, {a.psf}, {corr}): {out['flags'].size} objects, {nflag} flagged, "
+    print(f"metacal ({a.method}, {a.placement}, {a.psf}, {corr}): {out['flags'].size} objects, {nflag} flagged, "
           f"{float(out['time_s']):.3f} s -> {a.out}")
 
 
@@ -108,7 +117,7 @@ def _main_distributed(a, d, cfg) -> int:
     client = connect(a.scheduler, a.workers, device=a.device)
     try:
         paths = run_shards(client, source, len(d["image"]), work / "shards", shard_size=shard,
-                           metacal_kwargs=kwargs, method=a.method, device=a.device)
+                           metacal_kwargs=kwargs, method=a.method, device=a.device, placement=a.placement)
     finally:
         close(client)
     _write_output(a, gather_outputs(paths))
