@@ -1,0 +1,169 @@
+"""Where the deconvolver sits in metacal (bench.pipeline.PLACEMENTS) and the drawn metacal images.
+
+* The drawn images (bench.metacal.render), with the noise correction, are ngmix's: their
+  moments match ngmix's on the reference stamps, the drawn reconvolution PSF matches
+  ngmix's metacal PSF, and an identity "method" after the shear is exact metacal.
+* An exact linear deconvolver gives exact metacal's m in both placements (noiseless).
+* A method that shrinks every ellipticity by 20 % has m = -0.2 in the first placement
+  and ~0 in the second, where metacal calibrates it.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from bench.errors import BenchKeyError
+from bench.metacal import TYPES, MetacalConfig, metacal
+from bench.metacal.engine import _shapes
+from bench.metacal.render import measure, metacal_images, pixel_moments
+from bench.pipeline import PLACEMENTS, run
+from bench.shear import shear_bias
+from methods.fourier import FourierDeconvolution
+
+from conftest import DATA, run_module
+
+REF = DATA / "ngmix_metacal_noise_moffat_100.npz"
+
+
+@pytest.fixture(scope="module")
+def ref():
+    with np.load(REF) as f:
+        return {k: f[k] for k in f.files}
+
+
+class ExactDivision(FourierDeconvolution):
+    """The inverse filter as an image-returning method (not registered)."""
+    name = "exact-division"
+    produces_image = True
+
+    def __init__(self):
+        super().__init__(floor=1e-6)
+
+
+class Shrink(ExactDivision):
+    """Exact deconvolution, then 0.9 x + 0.1 rot90(x): every ellipticity shrinks by 20 %."""
+    name = "shrink"
+
+    def deconvolve(self, image, psf, noise_sigma=None):
+        x = super().deconvolve(image, psf, noise_sigma)
+        return 0.9 * x + 0.1 * np.rot90(x, k=1, axes=(-2, -1))
+
+
+@pytest.mark.parametrize("kernel", ["dilate", "gauss", "azgauss", "fitgauss"])
+def test_drawn_images_match_ngmix(ref, kernel):
+    """ngmix's metacal images with fixnoise (the reference's own noise fields) and its metacal PSF."""
+    scale = float(ref["pixel_scale"])
+    cfg = MetacalConfig(kernel=kernel, dtype="float64")
+    mc = metacal_images(ref["image"], ref["psf"], pixel_scale=scale, config=cfg, noise=ref["noise"])
+    assert not mc["flags"].any()
+    res = measure(mc["images"], pixel_scale=scale, row=ref["row"], col=ref["col"], config=cfg)
+    de = np.abs([res[f"{t}_e{i}"] - ref[f"{kernel}_fixnoise_{t}_e{i}"] for t in TYPES for i in (1, 2)])
+    assert np.median(de) <= 1e-5 and de.max() <= 1e-4, (np.median(de), de.max())
+    pm = pixel_moments(mc["target_psf"], pixel_scale=scale, weight_fwhm=cfg.weight_fwhm)
+    ps = _shapes({t: pm for t in TYPES}, len(pm), scale)
+    np.testing.assert_allclose(ps["noshear_T"], ref[f"{kernel}_fixnoise_noshear_psf_T"], rtol=1e-4)
+    np.testing.assert_allclose(ps["noshear_e1"], ref[f"{kernel}_fixnoise_noshear_psf_e1"], atol=1e-4)
+
+
+def test_identity_after_the_shear_is_exact_metacal(ref):
+    """No method in the second placement measures the drawn images: the engine's numbers."""
+    scale = float(ref["pixel_scale"])
+    kw = dict(pixel_scale=scale, row=ref["row"], col=ref["col"], noise=ref["noise"])
+    cfg = MetacalConfig(kernel="gauss", dtype="float64")
+    first, _ = run(None, ref["image"], ref["psf"], ref["noise_sigma"], config=cfg, **kw)
+    second, dec = run(None, ref["image"], ref["psf"], ref["noise_sigma"], config=cfg, placement=PLACEMENTS[1], **kw)
+    assert dec is None and str(second["placement"]) == "shear-then-deconvolve"
+    for t in TYPES:
+        np.testing.assert_allclose(second[f"{t}_e1"], first[f"{t}_e1"], atol=1e-4)
+        np.testing.assert_allclose(second[f"{t}_T"], first[f"{t}_T"], rtol=1e-4)
+    np.testing.assert_allclose(second["R11"], first["R11"], atol=1e-2)
+
+
+def test_noise_level_handed_to_the_method(ref):
+    """The returned sigma is the drawn noise image's pixel rms (white noise through T / P)."""
+    rng = np.random.default_rng(1)
+    n = ref["image"].shape[-1]
+    k = 4
+    psf = np.repeat(ref["psf"][:k], 50, axis=0)
+    noise = rng.standard_normal((len(psf), n, n)).astype(np.float32)
+    cfg = MetacalConfig(noise_correction=False, dtype="float64")
+    mc = metacal_images(noise, psf, pixel_scale=float(ref["pixel_scale"]), config=cfg, noise_sigma=np.ones(len(psf)))
+    inner = mc["images"]["noshear"][:, 4:-4, 4:-4].reshape(k, -1)       # away from the wrapped edge
+    measured = np.sqrt(np.mean(inner.reshape(k, 50, -1) ** 2, axis=(1, 2)))
+    np.testing.assert_allclose(measured, mc["noise_sigma"][::50], rtol=0.05)
+
+
+def test_pixel_moments_of_a_gaussian():
+    """A sheared Gaussian under a round Gaussian weight: the weighted covariance is (C^-1 + W^-1)^-1."""
+    n, scale, fwhm = 64, 0.2, 1.2
+    c = (n - 1) / 2
+    C = np.array([[9.0, 2.0], [2.0, 5.0]])          # (x, y) covariance, pixels^2
+    y, x = np.mgrid[:n, :n] - c
+    r = np.stack([x, y], axis=-1)
+    img = np.exp(-0.5 * np.einsum("...i,ij,...j", r, np.linalg.inv(C), r))[None]
+    s2 = (fwhm / (2 * math.sqrt(2 * math.log(2))) / scale) ** 2
+    Cw = np.linalg.inv(np.linalg.inv(C) + np.eye(2) / s2)
+    m = pixel_moments(img, pixel_scale=scale, weight_fwhm=fwhm)[0]
+    np.testing.assert_allclose(m[1:] / m[0], [Cw[0, 0], Cw[1, 1], Cw[0, 1]], rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def paired():
+    """200 quads, r band, SNR 40-200, noiseless and noisy, without the correction (a few seconds)."""
+    from bench.simulate import simulate
+    from bench.spec import load_spec
+
+    spec = load_spec("default").with_overrides(bands=["r"], n_quads=200, snr_bins=[40, 200], snr_bin_weights=None)
+    return spec, simulate(spec, progress=False, workers=1)
+
+
+def _m(spec, d, method, placement, key="noiseless"):
+    cfg = MetacalConfig(noise_correction=False)
+    res, _ = run(method, d[key][:, 0], d["psf"][:, 0], d["noise_sigma"][:, 0], pixel_scale=spec.pixel_scale,
+                 row=d["row"], col=d["col"], config=cfg, placement=placement)
+    row = shear_bias(res, quad_id=d["quad_id"], shear_sign=d["shear_sign"], g=spec.shear).loc["all"]
+    assert row.n_dropped == 0
+    return row.m, row.m_err
+
+
+def test_exact_deconvolver_same_m_in_both_placements(paired):
+    spec, d = paired
+    exact, err = _m(spec, d, None, PLACEMENTS[0])
+    assert err < 1e-4
+    for placement in PLACEMENTS:
+        m, _ = _m(spec, d, ExactDivision(), placement)
+        print(f"\nexact division, {placement}: m = {m:+.5f} (exact metacal {exact:+.5f})")
+        assert abs(m - exact) < 5e-4
+
+
+def test_shrinking_method_is_calibrated_only_after_the_shear(paired):
+    spec, d = paired
+    first, _ = _m(spec, d, Shrink(), PLACEMENTS[0])
+    second, err = _m(spec, d, Shrink(), PLACEMENTS[1])
+    print(f"\nshrink by 20 %: m = {first:+.4f} (deconvolve, then shear), {second:+.4f} +- {err:.4f} "
+          f"(shear, then deconvolve)")
+    assert abs(first + 0.2) < 0.02
+    assert abs(second) < 0.02
+
+
+def test_unknown_placement_suggests():
+    with pytest.raises(BenchKeyError, match="shear-then-deconvolve"):
+        run(None, np.zeros((1, 8, 8)), np.ones((1, 8, 8)), np.ones(1), pixel_scale=0.2, placement="shear-then-deconvolv")
+
+
+def test_command_line_placement(ref, tmp_path):
+    inp = tmp_path / "in.npz"
+    np.savez(inp, image=ref["image"][:8], psf=ref["psf"][:8], noise_sigma=ref["noise_sigma"][:8],
+             pixel_scale=ref["pixel_scale"], row=ref["row"][:8], col=ref["col"][:8], noise=ref["noise"][:8])
+    out = tmp_path / "out.npz"
+    r = run_module("bench.metacal", inp, "--out", out, "--method", "wiener-fftw", "--placement",
+                   "shear-then-deconvolve")
+    assert r.returncode == 0, r.stderr
+    assert "shear-then-deconvolve" in r.stdout
+    with np.load(out) as f:
+        assert str(f["placement"]) == "shear-then-deconvolve"
+        assert np.isfinite(f["R11"]).all()
+    bad = run_module("bench.metacal", inp, "--out", tmp_path / "bad.npz", "--placement", "after")
+    assert bad.returncode == 2 and "placement" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad.npz").exists()
