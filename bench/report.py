@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import base64
 import html
-import io
-import json
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .errors import BenchFileError, BenchValueError
+from .figures import gallery, plots
+from .results import (M_GOAL, NOT_METACAL, galsim_loop_time, load_run, reference_time, rows,  # noqa: F401
+                      speedups)
 
-M_GOAL = 2e-3
-NOT_METACAL = ("reference-workload", "simulation", "wiener-fftw[pyfftw-vs-scipy]")   # no GalSim-loop speed-up
 CONVENTIONS = (
     "PSNR against the truth stamp with that stamp's data range (max - min); "
     "SSIM with an 11x11 Gaussian window (sigma 1.5, truncate 3.5), population covariances, "
@@ -33,55 +31,12 @@ CONVENTIONS = (
     "noise-dominated stamp) drops its whole quad. Times are medians over rounds after a warm-up call, "
     "per 5000 samples, on the dataset's first 5000; warm-up and JIT compilation are reported apart. "
     "Peak memory is the GPU allocator's peak on a GPU and the increase in resident memory during one "
-    "call on the CPU."
+    "call on the CPU. Placement: NAME+metacal rows deconvolve, then shear (the method replaces "
+    "metacal's exact deconvolution); NAME+metacal[shear-then-deconvolve] rows shear, then deconvolve "
+    "(exact metacal draws the five images with the noise correction, the method deconvolves each with "
+    "the reconvolution PSF, and the moments are measured on its output); their PSNR and SSIM are null, "
+    "as the method never sees the observed stamps."
 )
-
-
-# --------------------------------------------------------------------------- loading
-def load_run(path: str) -> dict:
-    """A benchmark JSON file written by ``pytest bench/ --benchmark-json``."""
-    p = Path(path)
-    if not p.exists():
-        raise BenchFileError(f"benchmark file not found: {path!r}")
-    try:
-        data = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BenchValueError(f"{path!r} is not a benchmark JSON file ({err})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list) or not data["benchmarks"]:
-        raise BenchValueError(f"{path!r} holds no benchmarks (write it with pytest bench/ --benchmark-json)")
-    data["label"] = p.stem
-    return data
-
-
-def rows(run: dict):
-    """One pandas row per benchmark with the fields the report and the gate use."""
-    import pandas as pd
-
-    out = []
-    for b in run["benchmarks"]:
-        e = b.get("extra_info", {})
-        total = next((r for r in e.get("by_snr") or [] if r.get("snr_bin") == "all"), {})
-        out.append({
-            "name": b["name"], "method": e.get("method", b["name"]), "framework": e.get("framework"),
-            "device": e.get("device"), "n_samples": e.get("n_samples"), "n_bands": e.get("n_bands") or 1,
-            "time_per_5000_s": e.get("time_per_5000_s"), "peak_memory_bytes": e.get("peak_memory_bytes"),
-            "warmup_s": e.get("warmup_s"), "compile_s": e.get("compile_s"),
-            "psnr_db": total.get("psnr_db"), "ssim": total.get("ssim"),
-            "m": total.get("m"), "m_err": total.get("m_err"), "c": total.get("c"), "c_err": total.get("c_err"),
-            "by_snr": e.get("by_snr") or [],
-        })
-    return pd.DataFrame(out)
-
-
-def reference_time(df) -> float | None:
-    """Median time of the reference workload row (normalises times across machines)."""
-    sel = df[df["method"] == "reference-workload"]["time_per_5000_s"].dropna()
-    return float(sel.iloc[0]) if len(sel) else None
-
-
-def galsim_loop_time(df) -> float | None:
-    sel = df[df["method"] == "galsim-loop[dilate]"]["time_per_5000_s"].dropna()
-    return float(sel.iloc[0]) if len(sel) else None
 
 
 # --------------------------------------------------------------------------- tables
@@ -89,13 +44,6 @@ def _fmt(v, spec):
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "-"
     return format(v, spec)
-
-
-def speedups(df) -> list:
-    """Speed-up of each row over the GalSim loop, per single-band stamp (None where meaningless)."""
-    loop = galsim_loop_time(df)
-    return [loop * nb / v if (loop and v and m not in NOT_METACAL) else None
-            for m, v, nb in zip(df["method"], df["time_per_5000_s"], df["n_bands"])]
 
 
 def summary_table(df):
@@ -109,7 +57,9 @@ def summary_table(df):
     t = df[df["time_per_5000_s"].notna() | df["m"].notna()].copy()
     t["speedup_vs_galsim_loop"] = speedups(t)
     t["peak_memory_mib"] = [v / 2 ** 20 if v else None for v in t["peak_memory_bytes"]]
-    cols = ["method", "framework", "device", "n_samples", "n_bands", "time_per_5000_s", "speedup_vs_galsim_loop",
+    t["placement"] = [p if isinstance(p, str) else "-" for p in t["placement"]]
+    cols = ["method", "placement", "framework", "device", "n_samples", "n_bands", "time_per_5000_s",
+            "speedup_vs_galsim_loop",
             "warmup_s", "compile_s", "peak_memory_mib", "psnr_db", "ssim", "m", "m_err", "c", "c_err"]
     return pd.DataFrame(t[cols]).reset_index(drop=True)
 
@@ -145,7 +95,8 @@ def by_snr_table(df):
         if not r["by_snr"] or r["method"].endswith("+metacal"):
             continue
         for b in r["by_snr"]:
-            out.append({"method": r["method"], "snr": "all" if b.get("snr_bin") == "all"
+            out.append({"method": r["method"], "placement": r["placement"] if isinstance(r["placement"], str) else "-",
+                        "snr": "all" if b.get("snr_bin") == "all"
                         else f"{b['snr_lo']:g}-{b['snr_hi']:g}", "n": b.get("n"),
                         "psnr_db": b.get("psnr_db"), "ssim": b.get("ssim"), "m": b.get("m"),
                         "m_err": b.get("m_err"), "c": b.get("c"), "c_err": b.get("c_err"),
@@ -168,138 +119,6 @@ def comparison_table(runs):
     return merged
 
 
-# --------------------------------------------------------------------------- plots
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _snr_centres(by_snr):
-    rs = [r for r in by_snr if r.get("snr_bin") != "all"]
-    return rs, np.array([np.sqrt(r["snr_lo"] * r["snr_hi"]) for r in rs])
-
-
-def plots(runs) -> dict[str, str]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figs = {}
-    # m against SNR (the full-loop rows carry m; image rows carry PSNR/SSIM)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.axhspan(-M_GOAL, M_GOAL, color="0.85", label=f"|m| < {M_GOAL:g}")
-    for k, run in enumerate(runs):
-        df = rows(run)
-        # the rows through metacal, and exact metacal without the noise correction for comparison
-        sel = df["method"].str.endswith("+metacal") | df["method"].str.contains(r"\[no-correction\]", regex=True)
-        for _, r in df[sel].iterrows():
-            rs, x = _snr_centres(r["by_snr"])
-            if not rs:
-                continue
-            m = np.array([np.nan if q["m"] is None else q["m"] for q in rs])
-            e = np.array([np.nan if q["m_err"] is None else q["m_err"] for q in rs])
-            name = r["method"].removesuffix("+metacal").replace("+metacal[no-correction]", ", no noise correction")
-            lbl = name + (f" ({run['label']})" if len(runs) > 1 else "")
-            style = dict(linestyle="--", marker="s") if "no noise correction" in name else dict(marker="o")
-            ax.errorbar(x * (1 + 0.03 * k), m, yerr=e, capsize=3, label=lbl, **style)
-    ax.set_xscale("log")
-    ax.set_xlabel("SNR (bin centre)")
-    ax.set_ylabel("m")
-    ax.axhline(0, color="k", lw=0.5)
-    ax.legend(fontsize=8)
-    figs["m_vs_snr"] = _png(fig)
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for run in runs:
-        df = rows(run)
-        for _, r in df[df["psnr_db"].notna() & ~df["method"].str.endswith("+metacal")].iterrows():
-            rs, x = _snr_centres(r["by_snr"])
-            lbl = r["method"] + (f" ({run['label']})" if len(runs) > 1 else "")
-            axes[0].plot(x, [q["psnr_db"] for q in rs], "o-", label=lbl)
-            axes[1].plot(x, [q["ssim"] for q in rs], "o-", label=lbl)
-    for ax, lab in zip(axes, ("PSNR (dB)", "SSIM")):
-        ax.set_xscale("log")
-        ax.set_xlabel("SNR (bin centre)")
-        ax.set_ylabel(lab)
-    axes[0].legend(fontsize=8)
-    figs["quality_vs_snr"] = _png(fig)
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 + 0.35 * max(len(rows(r)) for r in runs)))
-    for k, run in enumerate(runs):
-        df = rows(run)
-        t = df[df["time_per_5000_s"].notna() & (df["method"] != "reference-workload")]
-        y = np.arange(len(t)) + 0.8 * k / max(len(runs), 1)
-        axes[0].barh(y, t["time_per_5000_s"], height=0.8 / len(runs), label=run["label"])
-        for yi, v, speed in zip(y, t["time_per_5000_s"], speedups(t)):
-            if speed:
-                axes[0].text(v, yi, f" {speed:.0f}x", va="center", fontsize=7)
-        axes[0].set_yticks(np.arange(len(t)))
-        axes[0].set_yticklabels(t["method"], fontsize=8)
-        mem = df[df["peak_memory_bytes"].notna()]
-        axes[1].barh(np.arange(len(mem)) + 0.8 * k / len(runs), mem["peak_memory_bytes"] / 2 ** 20,
-                     height=0.8 / len(runs), label=run["label"])
-        axes[1].set_yticks(np.arange(len(mem)))
-        axes[1].set_yticklabels(mem["method"], fontsize=8)
-    axes[0].set_xscale("log")
-    axes[0].set_xlabel("time per 5000 samples (s); label: speed-up over the GalSim loop")
-    axes[1].set_xlabel("peak memory (MiB)")
-    if len(runs) > 1:
-        axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    figs["time_memory"] = _png(fig)
-    return figs
-
-
-def gallery(run) -> str | None:
-    """Observed, truth, each method's output and its residual (output - truth), r band, one stamp
-    per SNR bin, from the stamps the benchmark stored in its JSON (``deconvbench.gallery``).
-
-    Estimates and residuals share the truth's colour scale per row, so methods compare by eye.
-    """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .gallery import decode
-
-    g = run.get("deconvbench", {}).get("gallery")
-    if not g:
-        return None
-    stamps = {k: decode(v) for k, v in g.get("stamps", {}).items()}
-    if "observed" not in stamps or "truth" not in stamps:
-        return None
-    truth = stamps.pop("truth")
-    cols = [("observed", stamps.pop("observed"), False), ("truth", truth, False)]
-    for name, arr in stamps.items():
-        if arr.shape != truth.shape:
-            raise BenchValueError(f"gallery stamps of {name!r} have shape {arr.shape}, truth {truth.shape}")
-        cols += [(name, arr, False), (f"{name} - truth", arr - truth, True)]
-    n = truth.shape[0]
-    snr = g.get("snr") or [None] * n
-    fig, axes = plt.subplots(n, len(cols), figsize=(1.6 * len(cols), 1.7 * n), squeeze=False)
-    for j, (title, arr, residual) in enumerate(cols):
-        for i in range(n):
-            ax = axes[i, j]
-            # the blurred observation on its own scale; estimates on the truth's; residuals symmetric
-            lim = float(np.abs(arr[i] if j == 0 else truth[i]).max()) or 1.0
-            if residual:
-                ax.imshow(arr[i], origin="lower", cmap="RdBu_r", vmin=-0.25 * lim, vmax=0.25 * lim)
-            else:
-                ax.imshow(arr[i], origin="lower", cmap="gray", vmin=-0.2 * lim, vmax=lim)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(title, fontsize=7)
-            if j == 0 and snr[i] is not None:
-                ax.set_ylabel(f"SNR {snr[i]:.0f}", fontsize=8)
-    fig.tight_layout()
-    return _png(fig)
-
-
-# --------------------------------------------------------------------------- writing
 def machine_lines(run) -> list[str]:
     mi = run.get("machine_info", {})
     cpu = mi.get("cpu", {})

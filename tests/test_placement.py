@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bench.errors import BenchKeyError
-from bench.metacal import TYPES, MetacalConfig, metacal
+from bench.metacal import TYPES, MetacalConfig
 from bench.metacal.engine import _shapes
 from bench.metacal.render import measure, metacal_images, pixel_moments
 from bench.pipeline import PLACEMENTS, run

@@ -1,0 +1,176 @@
+"""The report's figures: m against SNR per placement, PSNR and SSIM, time and memory, the gallery.
+
+Each function returns PNG bytes encoded in base64 (or a matplotlib figure), for
+:mod:`bench.report` to write and embed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+
+from .errors import BenchValueError
+from .results import M_GOAL, rows, speedups
+
+
+# --------------------------------------------------------------------------- plots
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _snr_centres(by_snr):
+    rs = [r for r in by_snr if r.get("snr_bin") != "all"]
+    return rs, np.array([np.sqrt(r["snr_lo"] * r["snr_hi"]) for r in rs])
+
+
+PLACEMENT_TITLES = {"deconvolve-then-shear": "deconvolve, then shear (the method replaces metacal's deconvolution)",
+                    "shear-then-deconvolve": "shear, then deconvolve (the method deconvolves each metacal image)"}
+
+
+def _placement_of(r) -> str:
+    p = r.get("placement")
+    return p if isinstance(p, str) else "deconvolve-then-shear"
+
+
+def m_vs_snr_figure(runs):
+    """m against SNR with errors, one panel per placement, one colour per method in both."""
+    import matplotlib.pyplot as plt
+
+    curves = []          # (placement, label, base method, x, m, err, dashed)
+    for k, run in enumerate(runs):
+        df = rows(run)
+        # rows through metacal (either placement), and exact metacal without the noise correction
+        sel = (df["method"].str.contains("+metacal", regex=False))
+        for _, r in df[sel].iterrows():
+            rs, x = _snr_centres(r["by_snr"])
+            if not rs:
+                continue
+            m = np.array([np.nan if q.get("m") is None else q["m"] for q in rs], float)
+            e = np.array([np.nan if q.get("m_err") is None else q["m_err"] for q in rs], float)
+            dashed = "[no-correction]" in r["method"]
+            label = r["base_method"] + (", no noise correction" if dashed else "")
+            label += f" ({run['label']})" if len(runs) > 1 else ""
+            curves.append((_placement_of(r), label, r["base_method"], x * (1 + 0.04 * k), m, e, dashed))
+    placements = [p for p in PLACEMENT_TITLES if any(c[0] == p for c in curves)] or ["deconvolve-then-shear"]
+    bases = sorted({c[2] for c in curves})
+    colour = {b: f"C{i % 10}" for i, b in enumerate(bases)}
+    fig, axes = plt.subplots(1, len(placements), figsize=(6.2 * len(placements), 4.2), squeeze=False)
+    for ax, placement in zip(axes[0], placements):
+        ax.axhspan(-M_GOAL, M_GOAL, color="0.85", label=f"|m| < {M_GOAL:g}")
+        for i, (p, label, base, x, m, e, dashed) in enumerate(c for c in curves if c[0] == placement):
+            ax.errorbar(x * (1 + 0.02 * (i % 5 - 2)), m, yerr=e, capsize=3, label=label, color=colour[base],
+                        linestyle="--" if dashed else "-", marker="s" if dashed else "o", ms=4)
+        ax.set_xscale("log")
+        ax.set_xticks([10, 20, 50, 100, 200])
+        ax.set_xticklabels(["10", "20", "50", "100", "200"])
+        ax.minorticks_off()
+        ax.set_xlabel("SNR (bin centre)")
+        ax.set_ylabel("m")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_title(PLACEMENT_TITLES[placement], fontsize=9)
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plots(runs) -> dict[str, str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs = {}
+    figs["m_vs_snr"] = _png(m_vs_snr_figure(runs))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for run in runs:
+        df = rows(run)
+        for _, r in df[df["psnr_db"].notna() & ~df["method"].str.endswith("+metacal")].iterrows():
+            rs, x = _snr_centres(r["by_snr"])
+            lbl = r["method"] + (f" ({run['label']})" if len(runs) > 1 else "")
+            axes[0].plot(x, [q["psnr_db"] for q in rs], "o-", label=lbl)
+            axes[1].plot(x, [q["ssim"] for q in rs], "o-", label=lbl)
+    for ax, lab in zip(axes, ("PSNR (dB)", "SSIM")):
+        ax.set_xscale("log")
+        ax.set_xlabel("SNR (bin centre)")
+        ax.set_ylabel(lab)
+    axes[0].legend(fontsize=8)
+    figs["quality_vs_snr"] = _png(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 + 0.35 * max(len(rows(r)) for r in runs)))
+    for k, run in enumerate(runs):
+        df = rows(run)
+        t = df[df["time_per_5000_s"].notna() & (df["method"] != "reference-workload")]
+        y = np.arange(len(t)) + 0.8 * k / max(len(runs), 1)
+        axes[0].barh(y, t["time_per_5000_s"], height=0.8 / len(runs), label=run["label"])
+        for yi, v, speed in zip(y, t["time_per_5000_s"], speedups(t)):
+            if speed:
+                axes[0].text(v, yi, f" {speed:.0f}x", va="center", fontsize=7)
+        axes[0].set_yticks(np.arange(len(t)))
+        axes[0].set_yticklabels(t["method"], fontsize=8)
+        mem = df[df["peak_memory_bytes"].notna()]
+        axes[1].barh(np.arange(len(mem)) + 0.8 * k / len(runs), mem["peak_memory_bytes"] / 2 ** 20,
+                     height=0.8 / len(runs), label=run["label"])
+        axes[1].set_yticks(np.arange(len(mem)))
+        axes[1].set_yticklabels(mem["method"], fontsize=8)
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("time per 5000 samples (s); label: speed-up over the GalSim loop")
+    axes[1].set_xlabel("peak memory (MiB)")
+    if len(runs) > 1:
+        axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    figs["time_memory"] = _png(fig)
+    return figs
+
+
+def gallery(run) -> str | None:
+    """Observed, truth, each method's output and its residual (output - truth), r band, one stamp
+    per SNR bin, from the stamps the benchmark stored in its JSON (``deconvbench.gallery``).
+
+    Estimates and residuals share the truth's colour scale per row, so methods compare by eye.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .gallery import decode
+
+    g = run.get("deconvbench", {}).get("gallery")
+    if not g:
+        return None
+    stamps = {k: decode(v) for k, v in g.get("stamps", {}).items()}
+    if "observed" not in stamps or "truth" not in stamps:
+        return None
+    truth = stamps.pop("truth")
+    cols = [("observed", stamps.pop("observed"), False), ("truth", truth, False)]
+    for name, arr in stamps.items():
+        if arr.shape != truth.shape:
+            raise BenchValueError(f"gallery stamps of {name!r} have shape {arr.shape}, truth {truth.shape}")
+        cols += [(name, arr, False), (f"{name} - truth", arr - truth, True)]
+    n = truth.shape[0]
+    snr = g.get("snr") or [None] * n
+    fig, axes = plt.subplots(n, len(cols), figsize=(1.6 * len(cols), 1.7 * n), squeeze=False)
+    for j, (title, arr, residual) in enumerate(cols):
+        for i in range(n):
+            ax = axes[i, j]
+            # the blurred observation on its own scale; estimates on the truth's; residuals symmetric
+            lim = float(np.abs(arr[i] if j == 0 else truth[i]).max()) or 1.0
+            if residual:
+                ax.imshow(arr[i], origin="lower", cmap="RdBu_r", vmin=-0.25 * lim, vmax=0.25 * lim)
+            else:
+                ax.imshow(arr[i], origin="lower", cmap="gray", vmin=-0.2 * lim, vmax=lim)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=7)
+            if j == 0 and snr[i] is not None:
+                ax.set_ylabel(f"SNR {snr[i]:.0f}", fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------- writing

@@ -1,0 +1,69 @@
+"""Benchmark JSON files as tables: loading, one row per benchmark, reference times, speed-ups.
+
+Shared by :mod:`bench.report`, :mod:`bench.figures` and :mod:`bench.compare`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import BenchFileError, BenchValueError
+
+M_GOAL = 2e-3
+NOT_METACAL = ("reference-workload", "simulation", "wiener-fftw[pyfftw-vs-scipy]")   # no GalSim-loop speed-up
+
+
+# --------------------------------------------------------------------------- loading
+def load_run(path: str) -> dict:
+    """A benchmark JSON file written by ``pytest bench/ --benchmark-json``."""
+    p = Path(path)
+    if not p.exists():
+        raise BenchFileError(f"benchmark file not found: {path!r}")
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BenchValueError(f"{path!r} is not a benchmark JSON file ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list) or not data["benchmarks"]:
+        raise BenchValueError(f"{path!r} holds no benchmarks (write it with pytest bench/ --benchmark-json)")
+    data["label"] = p.stem
+    return data
+
+
+def rows(run: dict):
+    """One pandas row per benchmark with the fields the report and the gate use."""
+    import pandas as pd
+
+    out = []
+    for b in run["benchmarks"]:
+        e = b.get("extra_info", {})
+        total = next((r for r in e.get("by_snr") or [] if r.get("snr_bin") == "all"), {})
+        out.append({
+            "name": b["name"], "method": e.get("method", b["name"]), "placement": e.get("placement"),
+            "base_method": e.get("base_method") or e.get("method", b["name"]), "framework": e.get("framework"),
+            "device": e.get("device"), "n_samples": e.get("n_samples"), "n_bands": e.get("n_bands") or 1,
+            "time_per_5000_s": e.get("time_per_5000_s"), "peak_memory_bytes": e.get("peak_memory_bytes"),
+            "warmup_s": e.get("warmup_s"), "compile_s": e.get("compile_s"),
+            "psnr_db": total.get("psnr_db"), "ssim": total.get("ssim"),
+            "m": total.get("m"), "m_err": total.get("m_err"), "c": total.get("c"), "c_err": total.get("c_err"),
+            "by_snr": e.get("by_snr") or [],
+        })
+    return pd.DataFrame(out)
+
+
+def reference_time(df) -> float | None:
+    """Median time of the reference workload row (normalises times across machines)."""
+    sel = df[df["method"] == "reference-workload"]["time_per_5000_s"].dropna()
+    return float(sel.iloc[0]) if len(sel) else None
+
+
+def galsim_loop_time(df) -> float | None:
+    sel = df[df["method"] == "galsim-loop[dilate]"]["time_per_5000_s"].dropna()
+    return float(sel.iloc[0]) if len(sel) else None
+
+
+def speedups(df) -> list:
+    """Speed-up of each row over the GalSim loop, per single-band stamp (None where meaningless)."""
+    loop = galsim_loop_time(df)
+    return [loop * nb / v if (loop and v and m not in NOT_METACAL) else None
+            for m, v, nb in zip(df["method"], df["time_per_5000_s"], df["n_bands"])]
