@@ -7,8 +7,10 @@ methods are written once against this interface (``wiener-fftw`` and
 
 pyFFTW plans are built once per (shape, dtype) through ``pyfftw.builders`` and
 kept for the life of the back-end; FFTW wisdom is loaded from and saved to
-``$DECONVBENCH_CACHE/fftw_wisdom.pickle`` (default ``~/.cache/deconvbench``), so
-later runs skip the planning measurements.
+``$DECONVBENCH_CACHE/fftw_wisdom.json`` (default ``~/.cache/deconvbench``), so
+later runs skip the planning measurements. The file holds FFTW's own wisdom text (JSON,
+never a pickle): whoever can write it can at most slow the planning down, and a file
+that is not wisdom is ignored.
 
 Threads (default: the core count) work on separate chunks of stamps, each FFT being
 single-threaded: 48 x 48 transforms are memory-bound and thread poorly inside one
@@ -18,8 +20,8 @@ forked simulation workers) would inherit and deadlock on.
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +98,24 @@ class ScipyFFT(_CPUBackend):
         return scipy.fft.irfft2(X, s=(n, n), axes=(-2, -1), workers=1, overwrite_x=True)
 
 
+WISDOM_FILE = "fftw_wisdom.json"
+WISDOM_FORMAT = "deconvbench-fftw-wisdom-1"
+
+
+def read_wisdom(path) -> tuple[bytes, bytes, bytes] | None:
+    """FFTW wisdom (double, single, long double) from *path*, or None if absent or not wisdom."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="ascii"))
+        text = data["wisdom"]
+        if data.get("format") != WISDOM_FORMAT or len(text) != 3:
+            return None
+        if not all(isinstance(t, str) and (t == "" or t.startswith("(fftw")) for t in text):
+            return None
+        return tuple(t.encode("ascii") for t in text)
+    except (OSError, ValueError, KeyError, TypeError, UnicodeError):
+        return None        # no or unreadable wisdom: plan from scratch
+
+
 class PyFFTW(_CPUBackend):
     """pyFFTW builders, one plan per (direction, shape, dtype), wisdom kept between runs."""
 
@@ -107,12 +127,10 @@ class PyFFTW(_CPUBackend):
         self.threads = threads or os.cpu_count() or 1
         self.planner_effort = planner_effort
         self._plans: dict = {}
-        self._wisdom_file = cache_dir() / "fftw_wisdom.pickle"
-        try:
-            with open(self._wisdom_file, "rb") as f:
-                pyfftw.import_wisdom(pickle.load(f))
-        except (OSError, EOFError, pickle.UnpicklingError, TypeError, ValueError):
-            pass      # no or unreadable wisdom: plan from scratch
+        self._wisdom_file = cache_dir() / WISDOM_FILE
+        wisdom = read_wisdom(self._wisdom_file)
+        if wisdom is not None:
+            pyfftw.import_wisdom(wisdom)     # FFTW parses the text itself; bad text is refused
 
     def _plan(self, kind: str, shape: tuple, dtype, n: int | None = None):
         key = (kind, shape, np.dtype(dtype).str, n)
@@ -130,8 +148,8 @@ class PyFFTW(_CPUBackend):
         try:
             self._wisdom_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._wisdom_file.with_suffix(f".tmp{os.getpid()}")
-            with open(tmp, "wb") as f:
-                pickle.dump(self._pyfftw.export_wisdom(), f)
+            text = [w.decode("ascii") for w in self._pyfftw.export_wisdom()]
+            tmp.write_text(json.dumps({"format": WISDOM_FORMAT, "wisdom": text}))
             os.replace(tmp, self._wisdom_file)
         except OSError:
             pass      # a read-only home only costs planning time

@@ -84,7 +84,25 @@ def test_fftw_wisdom_is_kept(tmp_path, monkeypatch):
     from methods.fft import PyFFTW
     monkeypatch.setenv("DECONVBENCH_CACHE", str(tmp_path))
     PyFFTW(threads=1).rfft2(np.zeros((3, 16, 16)))
-    assert (tmp_path / "fftw_wisdom.pickle").stat().st_size > 0
+    f = tmp_path / "fftw_wisdom.json"
+    assert f.stat().st_size > 0
+    from methods.fft import read_wisdom
+    assert read_wisdom(f) is not None and read_wisdom(f)[0].startswith(b"(fftw")
+
+
+@pytest.mark.parametrize("content", [b"\x80\x04K\x01.", b"{}", b'{"format": "x", "wisdom": []}',
+                                     b'{"format": "deconvbench-fftw-wisdom-1", "wisdom": ["import os", "", ""]}',
+                                     b"\xff\xfe garbage"])
+def test_fftw_wisdom_file_is_never_trusted(tmp_path, monkeypatch, content):
+    """A pickle, or anything else that is not FFTW wisdom text, is ignored: no traceback, plans from scratch."""
+    if module_missing("pyfftw"):
+        pytest.skip("pyFFTW is not installed")
+    from methods.fft import PyFFTW, read_wisdom
+    monkeypatch.setenv("DECONVBENCH_CACHE", str(tmp_path))
+    (tmp_path / "fftw_wisdom.json").write_bytes(content)
+    assert read_wisdom(tmp_path / "fftw_wisdom.json") is None
+    x = np.random.default_rng(0).standard_normal((2, 16, 16))
+    np.testing.assert_allclose(PyFFTW(threads=1).rfft2(x), np.fft.rfft2(x), atol=1e-9)
 
 
 def test_gpu_methods_listed_with_reason():
