@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import uuid
 from pathlib import Path
 
@@ -178,14 +177,30 @@ def process_shard(source: str, start: int, stop: int, work_dir: str, *, metacal_
 
 
 def _manifest(work_dir: Path, identity: dict) -> None:
-    """Keep finished shards only if they were made from the same input and settings."""
+    """Keep finished shards only if they were made from the same input and settings.
+
+    Shards without a manifest, or with another one, are removed: only this module's own
+    files (``shard-*.npz``, their temporaries, ``manifest.json``), never anything else.
+    """
     path = work_dir / "manifest.json"
     text = json.dumps(identity, sort_keys=True, default=str)
-    if path.exists() and path.read_text() != text:
-        shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
+    old = path.read_text() if path.exists() else None
+    if old != text:
+        for f in work_dir.glob("shard-*.npz"):
+            f.unlink()
         path.write_text(text)
+
+
+def remove_shards(work_dir) -> None:
+    """Delete what :func:`run_shards` wrote in *work_dir*, and the directory if that leaves it empty."""
+    work_dir = Path(work_dir)
+    for f in list(work_dir.glob("shard-*.npz")) + [work_dir / "manifest.json"]:
+        f.unlink(missing_ok=True)
+    try:
+        work_dir.rmdir()
+    except OSError:
+        pass          # something else lives there: it stays
 
 
 def file_identity(path) -> str:
@@ -197,7 +212,7 @@ def file_identity(path) -> str:
 
 
 def run_shards(client, source, n_samples: int, work_dir, *, shard_size: int = SHARD_SIZE,
-               retries: int = 3, **task_kwargs) -> list[Path]:
+               retries: int = 3, identity: dict | None = None, **task_kwargs) -> list[Path]:
     """Process every shard of *source* on *client*; returns the shard files in sample order.
 
     Parameters
@@ -214,13 +229,16 @@ def run_shards(client, source, n_samples: int, work_dir, *, shard_size: int = SH
         Samples per shard (whole quads). [default: SHARD_SIZE]
     retries : int
         Extra attempts for a shard whose task raised. [default: 3]
+    identity : dict, optional
+        What else the shards depend on (the user's input file, the method's weights), added
+        to the manifest, so that finished shards are reused only for the same. [default: None]
     **task_kwargs
         ``metacal_kwargs``, ``method``, ``device``, ``quality``, ``placement``: see :func:`process_shard`.
     """
     work_dir = Path(work_dir)
     bounds = shard_bounds(n_samples, shard_size)
     _manifest(work_dir, {"source": str(source), "source_id": file_identity(source), "n": n_samples,
-                         "shard_size": shard_size, **task_kwargs})
+                         "shard_size": shard_size, **(identity or {}), **task_kwargs})
     todo = [(a, b) for a, b in bounds if not _shard_path(work_dir, a, b).exists()]
     run_id = uuid.uuid4().hex[:8]      # keys unique per call: Dask must not hand back an earlier result
     futures = [client.submit(process_shard, str(source), a, b, str(work_dir), pure=False, retries=retries,
@@ -241,5 +259,5 @@ def gather_outputs(paths) -> dict[str, np.ndarray]:
     return out
 
 
-__all__ = ["SHARD_SIZE", "close", "connect", "file_identity", "gather_outputs", "process_shard", "run_shards",
-           "shard_bounds", "write_h5"]
+__all__ = ["SHARD_SIZE", "close", "connect", "file_identity", "gather_outputs", "process_shard", "remove_shards",
+           "run_shards", "shard_bounds", "write_h5"]

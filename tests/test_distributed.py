@@ -187,3 +187,40 @@ def test_noise_correction_equal_across_shardings(client, smoke, tmp_path):
         assert bool(sharded["noise_correction"]) and int(sharded["noise_seed"]) == 0
         for k in ("noshear_e1", "R11", "R22", "flags"):
             np.testing.assert_array_equal(sharded[k], single[k])
+
+
+def test_cli_work_dir_keeps_what_the_user_had_and_never_reuses_another_input(smoke, tmp_path):
+    """--work-dir: only the command's own files are removed; a copy made from another input is not trusted."""
+    work = tmp_path / "mine"
+    work.mkdir()
+    (work / "notes.txt").write_text("the user's")
+    kept = work / "shards"
+    inp = tmp_path / "in.npz"
+
+    def write(k):
+        np.savez(inp, image=smoke["image"][k:k + 8, 1], psf=smoke["psf"][k:k + 8, 1],
+                 noise_sigma=smoke["noise_sigma"][k:k + 8, 1], pixel_scale=smoke.spec.pixel_scale)
+
+    write(0)
+    r = run_module("bench.metacal", inp, "--out", tmp_path / "a.npz", "--workers", 1, "--shard-size", 8,
+                   "--work-dir", work)
+    assert r.returncode == 0, r.stderr
+    assert (work / "notes.txt").read_text() == "the user's" and not kept.exists()
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
+    # an interrupted run on stamps 0-8 left its copy and shards; the next run is on other stamps
+    from bench.distributed import write_h5
+    d = dict(np.load(inp))
+    write_h5(work / "input.h5", d)
+    (work / "input.json").write_text("{}")
+    write(8)
+    r = run_module("bench.metacal", inp, "--out", tmp_path / "b.npz", "--workers", 1, "--shard-size", 8,
+                   "--work-dir", work)
+    assert r.returncode == 0, r.stderr
+    single = run_module("bench.metacal", inp, "--out", tmp_path / "c.npz")
+    assert single.returncode == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npz")["R11"], np.load(tmp_path / "c.npz")["R11"])
+    # an input.h5 the command did not write is refused, and left alone
+    (work / "input.h5").write_bytes(b"theirs")
+    r = run_module("bench.metacal", inp, "--out", tmp_path / "d.npz", "--workers", 1, "--work-dir", work)
+    assert r.returncode == 2 and "did not write" in r.stderr and "Traceback" not in r.stderr
+    assert (work / "input.h5").read_bytes() == b"theirs" and not (tmp_path / "d.npz").exists()

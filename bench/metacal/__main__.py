@@ -6,13 +6,14 @@ A driver: it may run a registered method (through :mod:`bench.pipeline`) and Das
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
 import numpy as np
 
 from ..cli import make_parser, run_cli
-from ..errors import BenchValueError, unknown_name
+from ..errors import BenchFileError, BenchValueError, unknown_name
 from .config import KERNELS, MetacalConfig
 from .validate import load_input, validate_input
 
@@ -97,32 +98,69 @@ def _write_output(a, out) -> None:
 
 def _main_distributed(a, d, cfg) -> int:
     """The same computation as shards on Dask: the input becomes a chunked HDF5 file the workers read."""
-    import shutil
     from dataclasses import asdict
     from pathlib import Path
 
-    from ..distributed import SHARD_SIZE, close, connect, gather_outputs, run_shards, shard_bounds, write_h5
+    from ..distributed import (SHARD_SIZE, close, connect, file_identity, gather_outputs, remove_shards, run_shards,
+                               shard_bounds, write_h5)
 
     if a.workers is not None and a.scheduler:
         raise BenchValueError("give --workers or --scheduler, not both")
     shard = SHARD_SIZE if a.shard_size is None else a.shard_size
     shard_bounds(len(d["image"]), shard)                          # validates the size before any work
     work = Path(a.work_dir or a.out + ".parts")
+    made_dir = not work.exists()
     work.mkdir(parents=True, exist_ok=True)
-    source = work / "input.h5"
-    if not source.exists():
-        write_h5(source, {k: v for k, v in d.items() if k in ("image", "psf", "noise_sigma", "row", "col",
-                                                                "pixel_scale", "noise")})
+    source, stamp = work / "input.h5", work / "input.json"
+    # the copy is trusted only if this command made it from this very input file
+    input_id = json.dumps({"input": os.path.abspath(a.input), "id": file_identity(a.input)})
+    ours = stamp.exists() and stamp.read_text() == input_id
+    if source.exists() and not stamp.exists():
+        raise BenchFileError(f"--work-dir {str(work)!r} holds an input.h5 this command did not write; "
+                             f"choose another --work-dir")
+    if not (source.exists() and ours):
+        stamp.unlink(missing_ok=True)
+        tmp = work / f"input.h5.tmp{os.getpid()}"
+        write_h5(tmp, {k: v for k, v in d.items() if k in ("image", "psf", "noise_sigma", "row", "col",
+                                                             "pixel_scale", "noise")})
+        os.replace(tmp, source)
+        stamp.write_text(input_id)
     kwargs = {k: v for k, v in asdict(cfg).items() if k != "chunk"}
+    identity = {"input": input_id, "weights": _weights_identity(a.method)}
     client = connect(a.scheduler, a.workers, device=a.device)
     try:
-        paths = run_shards(client, source, len(d["image"]), work / "shards", shard_size=shard,
+        paths = run_shards(client, source, len(d["image"]), work / "shards", shard_size=shard, identity=identity,
                            metacal_kwargs=kwargs, method=a.method, device=a.device, placement=a.placement)
     finally:
         close(client)
     _write_output(a, gather_outputs(paths))
-    shutil.rmtree(work, ignore_errors=True)
+    # remove what this command made, and the directory only if it made it and nothing else is there
+    remove_shards(work / "shards")
+    source.unlink(missing_ok=True)
+    stamp.unlink(missing_ok=True)
+    if made_dir:
+        try:
+            work.rmdir()
+        except OSError:
+            pass
     return 0
+
+
+def _weights_identity(name: str) -> str | None:
+    """Fingerprint of the weights a registered method loads by default (None for methods without)."""
+    import importlib
+
+    from methods import get_method_class
+
+    cls = get_method_class(name)
+    pkg = importlib.import_module(cls.__module__)
+    try:
+        ckpt = importlib.import_module(pkg.__name__ + ".checkpoint")
+    except ImportError:
+        return None
+    path = getattr(ckpt, "DEFAULT_CHECKPOINT", None)
+    from ..distributed import file_identity
+    return f"{path}:{file_identity(path)}" if path and os.path.exists(path) else None
 
 
 if __name__ == "__main__":
