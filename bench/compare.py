@@ -9,8 +9,11 @@ and metric, when
 * PSNR (all SNR) dropped by more than ``--psnr-drop`` (0.5 dB);
 * |m| (all SNR) grew by more than ``--m-sigma`` (3) combined standard errors.
 
-Exit 0 otherwise, printing the table either way; bad input exits 2. Methods present
-in only one file are listed but not judged.
+It also fails when a method of the baseline is missing from the current run (unless
+``--allow-missing``), and when a figure the baseline has is null, NaN, infinite or (for a
+time) not positive in the current run: a method that stopped producing numbers has
+regressed. Exit 0 otherwise, printing the table either way; bad input exits 2. Methods
+new in the current file are listed but not judged.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from .report import load_run, reference_time, rows
 
 
 def compare(baseline: dict, current: dict, *, time_threshold: float = 0.25, psnr_drop: float = 0.5,
-            m_sigma: float = 3.0):
+            m_sigma: float = 3.0, allow_missing: bool = False):
     """(table, failures): a pandas table per method and a list of failure messages."""
     import pandas as pd
 
@@ -39,10 +42,20 @@ def compare(baseline: dict, current: dict, *, time_threshold: float = 0.25, psnr
         if method == "reference-workload":
             continue
         if method not in b.index or method not in c.index:
-            out.append({"method": method, "status": "only in " + ("current" if method in c.index else "baseline")})
+            where = "current" if method in c.index else "baseline"
+            out.append({"method": method, "status": "only in " + where})
+            if where == "baseline" and not allow_missing:
+                failures.append(f"{method}: in the baseline but missing from the current run")
             continue
         x, y = b.loc[method], c.loc[method]
         row = {"method": method, "status": "ok"}
+        for name in ("time_per_5000_s", "psnr_db", "m", "m_err"):
+            good_before, now = _num(x[name]), y[name]
+            if name == "time_per_5000_s":
+                good_before = good_before and x[name] > 0
+            bad_now = not _num(now) or (name == "time_per_5000_s" and now <= 0) or (name == "m_err" and now < 0)
+            if good_before and bad_now:
+                failures.append(f"{method}: {name} was {x[name]:.4g}, now {now!r}")
         if _num(x.time_per_5000_s) and _num(y.time_per_5000_s):
             ratio = (y.time_per_5000_s / rc) / (x.time_per_5000_s / rb)
             row["time_ratio"] = ratio
@@ -79,13 +92,15 @@ def main(argv=None) -> int:
     p.add_argument("--time-threshold", type=float, default=0.25, help="allowed slow-down, fraction [0.25]")
     p.add_argument("--psnr-drop", type=float, default=0.5, help="allowed PSNR drop, dB [0.5]")
     p.add_argument("--m-sigma", type=float, default=3.0, help="allowed growth of |m|, in sigma [3]")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="do not fail when a baseline method is missing from the current run")
     a = p.parse_args(argv)
     for name in ("time_threshold", "psnr_drop", "m_sigma"):
         v = getattr(a, name)
         if not (math.isfinite(v) and v > 0):
             raise BenchValueError(f"--{name.replace('_', '-')} must be a positive number, got {v!r}")
     table, failures = compare(load_run(a.baseline), load_run(a.current), time_threshold=a.time_threshold,
-                              psnr_drop=a.psnr_drop, m_sigma=a.m_sigma)
+                              psnr_drop=a.psnr_drop, m_sigma=a.m_sigma, allow_missing=a.allow_missing)
     print(markdown_table(table))
     if failures:
         print("\nREGRESSIONS:\n" + "\n".join(f"- {f}" for f in failures))

@@ -65,6 +65,42 @@ def test_gate_fails_naming_method_and_metric(tmp_path, data, words):
     assert words in r.stdout and "REGRESSIONS" in r.stdout
 
 
+def _broken(method, field, value):
+    d = copy.deepcopy(BASE)
+    for b in d["benchmarks"]:
+        e = b["extra_info"]
+        if e["method"] == method:
+            if field == "time_per_5000_s":
+                e[field] = value
+            else:
+                for r in e["by_snr"]:
+                    r[field] = value
+    return d
+
+
+@pytest.mark.parametrize("method,field,value", [
+    ("fourier+metacal", "m", float("nan")), ("fourier+metacal", "m", None),
+    ("fourier+metacal", "m_err", float("inf")), ("wiener-fftw", "time_per_5000_s", None),
+    ("wiener-fftw", "time_per_5000_s", -1.0), ("wiener-fftw", "psnr_db", float("nan")),
+])
+def test_gate_fails_when_a_number_stops_being_one(tmp_path, method, field, value):
+    r = run_module("bench.compare", _write(tmp_path, "b.json", BASE),
+                   _write(tmp_path, "c.json", _broken(method, field, value)))
+    assert r.returncode == 1, r.stdout
+    assert f"{method}: {field}" in r.stdout
+
+
+def test_gate_fails_when_a_method_vanishes(tmp_path):
+    d = copy.deepcopy(BASE)
+    d["benchmarks"] = [b for b in d["benchmarks"] if b["extra_info"]["method"] != "wiener-fftw"]
+    base, cur = _write(tmp_path, "b.json", BASE), _write(tmp_path, "c.json", d)
+    r = run_module("bench.compare", base, cur)
+    assert r.returncode == 1 and "wiener-fftw: in the baseline but missing" in r.stdout
+    assert run_module("bench.compare", base, cur, "--allow-missing").returncode == 0
+    # a method new in the current run is listed, not judged
+    assert run_module("bench.compare", cur, base).returncode == 0
+
+
 def test_gate_threshold_is_configurable(tmp_path):
     r = run_module("bench.compare", _write(tmp_path, "b.json", BASE), _write(tmp_path, "c.json", _scaled(1.4)),
                    "--time-threshold", "0.5")
