@@ -7,7 +7,9 @@ and metric, when
   each run's times by its own ``reference-workload`` row, so runs on different machines
   compare;
 * PSNR (all SNR) dropped by more than ``--psnr-drop`` (0.5 dB);
-* |m| (all SNR) grew by more than ``--m-sigma`` (3) combined standard errors.
+* |m| (all SNR) grew by more than ``--m-sigma`` (3) combined standard errors;
+* more objects came back with a non-finite image (``n_images_failed``): PSNR and SSIM
+  leave them out, so a method must not score better by failing on the hard ones.
 
 It also fails when a method of the baseline is missing from the current run (unless
 ``--allow-missing``), and when a figure the baseline has is null, NaN, infinite or (for a
@@ -19,6 +21,7 @@ new in the current file are listed but not judged.
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 
 from .errors import BenchValueError
@@ -72,6 +75,9 @@ def compare(baseline: dict, current: dict, *, time_threshold: float = 0.25, psnr
             if abs(y.m) - abs(x.m) > m_sigma * sigma:
                 failures.append(f"{method}: |m| {abs(x.m):.4f} -> {abs(y.m):.4f} "
                                 f"(+{row['abs_m_change_sigma']:.1f} sigma; limit {m_sigma} sigma)")
+        before, now = x.get("n_images_failed"), y.get("n_images_failed")
+        if _num(before) and _num(now) and now > before:
+            failures.append(f"{method}: objects with a non-finite output {int(before)} -> {int(now)}")
         if any(f.startswith(method + ":") for f in failures):
             row["status"] = "REGRESSED"
         out.append(row)
@@ -79,7 +85,7 @@ def compare(baseline: dict, current: dict, *, time_threshold: float = 0.25, psnr
 
 
 def _num(v) -> bool:
-    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def main(argv=None) -> int:

@@ -150,7 +150,7 @@ def _by_snr(dataset, name, cls, device, method, client=None, config=CONFIG, plac
                "m": None, "m_err": None, "c": None, "c_err": None, "c2": None, "c2_err": None}
         if q is not None and label in q.index:
             row.update(n=int(q.loc[label, "n"]), psnr_db=float(q.loc[label, "psnr_mean"]),
-                       ssim=float(q.loc[label, "ssim_mean"]))
+                       ssim=float(q.loc[label, "ssim_mean"]), n_images_failed=int(q.loc[label, "n_failed"]))
         if label in s.index:
             b = s.loc[label]
             def num(v):        # NaN (a bin with fewer than 2 usable quads) is written as null

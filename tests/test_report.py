@@ -90,6 +90,19 @@ def test_gate_fails_when_a_number_stops_being_one(tmp_path, method, field, value
     assert f"{method}: {field}" in r.stdout
 
 
+def test_gate_fails_when_more_images_fail(tmp_path):
+    base = copy.deepcopy(BASE)
+    for b in base["benchmarks"]:
+        for r in b["extra_info"]["by_snr"]:
+            r["n_images_failed"] = 0
+    cur = copy.deepcopy(base)
+    for b in cur["benchmarks"]:
+        if b["extra_info"]["method"] == "wiener-fftw":
+            b["extra_info"]["by_snr"][-1]["n_images_failed"] = 3
+    r = run_module("bench.compare", _write(tmp_path, "b.json", base), _write(tmp_path, "c.json", cur))
+    assert r.returncode == 1 and "wiener-fftw: objects with a non-finite output 0 -> 3" in r.stdout
+
+
 def test_gate_fails_when_a_method_vanishes(tmp_path):
     d = copy.deepcopy(BASE)
     d["benchmarks"] = [b for b in d["benchmarks"] if b["extra_info"]["method"] != "wiener-fftw"]
