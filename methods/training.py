@@ -8,8 +8,27 @@ and the command line.
 from __future__ import annotations
 
 import json
+import math
+import os
 
 import numpy as np
+
+#: datasets the benchmark measures on: a network trained on one would be judged on its training data
+BENCHMARK_DATASETS = ("smoke", "ci", "default", "paper", "bias-kolmogorov")
+
+
+def check_options(epochs, lr, batch) -> None:
+    """Raise a BenchValueError naming the value for epochs, learning rates or batch size that cannot train."""
+    from bench.errors import BenchValueError
+
+    epochs, lr = tuple(epochs), tuple(lr)
+    if len(epochs) != 2 or not all(isinstance(e, (int, np.integer)) and e >= 0 for e in epochs) or sum(epochs) < 1:
+        raise BenchValueError(f"epochs takes two integers >= 0 (pre-training, fine-tuning) with at least one "
+                              f"epoch in all, got {epochs}")
+    if len(lr) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in lr):
+        raise BenchValueError(f"lr takes two finite learning rates > 0, got {lr}")
+    if not (isinstance(batch, (int, np.integer)) and batch >= 1):
+        raise BenchValueError(f"batch must be an integer >= 1, got {batch!r}")
 
 
 def split_quads(ds, val_fraction: float):
@@ -23,7 +42,11 @@ def split_quads(ds, val_fraction: float):
         raise BenchValueError(f"val_fraction must be in (0, 0.5), got {val_fraction!r}")
     q = np.asarray(ds["quad_id"])
     cut = np.quantile(np.unique(q), 1 - val_fraction)
-    return np.nonzero(q <= cut)[0], np.nonzero(q > cut)[0]
+    tr, va = np.nonzero(q <= cut)[0], np.nonzero(q > cut)[0]
+    if not len(tr) or not len(va):
+        raise BenchValueError(f"dataset {ds.spec.name!r} has {len(np.unique(q))} quads: too few to keep "
+                              f"{val_fraction:g} of them for validation and train on the rest")
+    return tr, va
 
 
 def dihedral(arrays, k: int, flip: bool):
@@ -54,7 +77,14 @@ def main(train, *, prog: str, description: str, default_out, argv=None) -> int:
     p = make_parser(prog, description)
     p.add_argument("--dataset", default="train", help="training dataset spec [train]")
     p.add_argument("--preset", default="small", help="small or full [small]")
-    p.add_argument("--out", default=str(default_out), help="checkpoint path [the shipped one]")
+    p.add_argument("--out", default=None,
+                   help="checkpoint to write; an existing file only with --overwrite or --resume "
+                        "[NAME-PRESET-DATASET.safetensors here]")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--replace-shipped", action="store_true",
+                   help="allow --out to be the shipped weights (they change only through this flag)")
+    p.add_argument("--allow-benchmark-dataset", action="store_true",
+                   help=f"train on a dataset the benchmark measures on ({', '.join(BENCHMARK_DATASETS)})")
     p.add_argument("--epochs", type=int, nargs=2, default=[40, 10], help="pre-training, fine-tuning [40 10]")
     p.add_argument("--lr", type=float, nargs=2, default=[1e-3, 1e-4], help="learning rates [1e-3 1e-4]")
     p.add_argument("--batch", type=int, default=32, help="batch size [32]")
@@ -63,6 +93,23 @@ def main(train, *, prog: str, description: str, default_out, argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="continue from --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
+    from bench.errors import BenchFileError, BenchValueError
+
+    check_options(a.epochs, a.lr, a.batch)
+    if a.dataset in BENCHMARK_DATASETS and not a.allow_benchmark_dataset:
+        raise BenchValueError(f"--dataset {a.dataset!r} is a benchmark dataset: a network trained on it is "
+                              f"judged on its own training data; use 'train' (or --allow-benchmark-dataset)")
+    shipped = os.path.realpath(str(default_out))
+    if a.out is None:
+        from pathlib import Path
+        stem = Path(str(default_out)).stem.rsplit("-", 1)[0]
+        a.out = f"{stem}-{a.preset}-{Path(a.dataset).stem}.safetensors"
+    if os.path.realpath(a.out) == shipped and not a.replace_shipped:
+        raise BenchFileError(f"--out {a.out!r} is the shipped weights; pass --replace-shipped to retrain them")
+    if os.path.exists(a.out) and not (a.overwrite or a.resume or a.replace_shipped):
+        raise BenchFileError(f"--out {a.out!r} exists; pass --overwrite to replace it or --resume to continue it")
+    if a.resume and not os.path.exists(a.out):
+        raise BenchFileError(f"--resume: no checkpoint at --out {a.out!r}")
     card = train(dataset=a.dataset, preset=a.preset, out=a.out, epochs=tuple(a.epochs), lr=tuple(a.lr),
                  batch=a.batch, val_fraction=a.val_fraction, seed=a.seed, resume=a.resume,
                  progress=not a.no_progress)

@@ -105,8 +105,9 @@ def test_training_command_writes_resumable_checkpoint(tmp_path, smoke):
     assert state2["phase"] == 1 and state2["epoch"] == 1
 
 
-def test_training_cli_rejects_bad_options():
-    r = run_module("methods.resnet_jax.train", "--preset", "huge", "--dataset", "smoke", "--epochs", "0", "0")
+def test_training_cli_rejects_bad_options(tmp_path):
+    r = run_module("methods.resnet_jax.train", "--preset", "huge", "--dataset", "smoke", "--epochs", "1", "0",
+                   "--allow-benchmark-dataset", "--out", tmp_path / "x.safetensors")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "unknown resnet-jax preset 'huge'" in r.stderr and "full, small" in r.stderr
 

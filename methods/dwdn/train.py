@@ -54,13 +54,12 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     from bench.errors import BenchValueError
     from methods.losses import astro_loss, l1_loss
     from methods.checkpoint import hardware
-    from methods.training import split_quads, write_card
+    from methods.training import check_options, split_quads, write_card
 
     from . import checkpoint as ck
     from .model import DWDN, DWDNConfig
 
-    if len(epochs) != 2 or len(lr) != 2 or min(epochs) < 0 or min(lr) <= 0:
-        raise BenchValueError(f"epochs and lr take two values (pre-training, fine-tuning), got {epochs} and {lr}")
+    check_options(epochs, lr, batch)
     if threads:
         torch.set_num_threads(threads)
     ds = load_dataset(dataset, progress=progress)

@@ -47,13 +47,12 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     from bench.errors import BenchValueError
     from methods.losses import astro_loss, l1_loss
     from methods.checkpoint import hardware
-    from methods.training import dihedral, split_quads, write_card
+    from methods.training import check_options, dihedral, split_quads, write_card
 
     from . import checkpoint as ck
     from .model import ResNetConfig, ResNetDeconv, make_predict, n_parameters
 
-    if len(epochs) != 2 or len(lr) != 2 or min(epochs) < 0 or min(lr) <= 0:
-        raise BenchValueError(f"epochs and lr take two values (pre-training, fine-tuning), got {epochs} and {lr}")
+    check_options(epochs, lr, batch)
     if not (isinstance(batch, int) and batch >= 1):
         raise BenchValueError(f"batch must be a positive integer, got {batch!r}")
     ResNetConfig.preset(preset)            # an unknown preset fails before any data is simulated

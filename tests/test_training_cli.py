@@ -1,0 +1,39 @@
+"""The training commands refuse, before any work, what would damage the shipped weights or train on nothing."""
+
+import pytest
+
+from conftest import ROOT, run_module
+
+SHIPPED = {"methods.dwdn.train": ROOT / "methods/dwdn/weights/dwdn-small.safetensors",
+           "methods.resnet_jax.train": ROOT / "methods/resnet_jax/weights/resnet-jax-small.safetensors"}
+
+
+@pytest.mark.parametrize("module", sorted(SHIPPED))
+@pytest.mark.parametrize("args,words", [
+    (["--epochs", "0", "0"], "epochs takes two integers >= 0"),
+    (["--epochs", "-1", "3"], "epochs takes two integers >= 0"),
+    (["--batch", "-1"], "batch must be an integer >= 1, got -1"),
+    (["--lr", "nan", "1e-4"], "lr takes two finite learning rates > 0"),
+    (["--lr", "1e-3", "inf"], "lr takes two finite learning rates > 0"),
+    (["--dataset", "default"], "'default' is a benchmark dataset"),
+    (["--resume"], "--resume: no checkpoint"),
+])
+def test_bad_training_options_exit_2(tmp_path, module, args, words):
+    out = tmp_path / "new.safetensors"
+    r = run_module(module, "--out", out, "--no-progress", *args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert words in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("module", sorted(SHIPPED))
+def test_shipped_and_existing_weights_are_not_overwritten(tmp_path, module):
+    before = SHIPPED[module].read_bytes()
+    r = run_module(module, "--out", SHIPPED[module], "--no-progress")
+    assert r.returncode == 2 and "--replace-shipped" in r.stderr
+    assert SHIPPED[module].read_bytes() == before
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(b"the user's")
+    r = run_module(module, "--out", mine, "--no-progress")
+    assert r.returncode == 2 and "--overwrite" in r.stderr
+    assert mine.read_bytes() == b"the user's"
