@@ -20,9 +20,17 @@ def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None,
             prog: str = "bench") -> int:
-    """Run *main*; a :class:`BenchError` becomes one line on stderr and exit code 2."""
+    """Run *main*; a :class:`BenchError` or an OS error (a missing or read-only directory, a full
+    disk) becomes one line on stderr and exit code 2, Ctrl-C one line and exit code 130."""
     try:
         return main(argv)
     except BenchError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"{prog}: error: {err.strerror or err}"
+              + (f": {err.filename!r}" if getattr(err, "filename", None) else ""), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

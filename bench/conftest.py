@@ -23,6 +23,8 @@ def pytest_addoption(parser):
 def dask_client(request):
     """A Dask client when --scheduler or --dask-workers is given, else None (one process)."""
     scheduler, workers = request.config.getoption("--scheduler"), request.config.getoption("--dask-workers")
+    if workers is not None and workers < 1:
+        raise pytest.UsageError(f"--dask-workers must be >= 1, got {workers}")
     if not (scheduler or workers):
         yield None
         return

@@ -7,6 +7,8 @@ every key with its meaning.
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 import hashlib
 import json
@@ -285,6 +287,9 @@ def validate(raw: dict[str, Any], source: str = "<dict>") -> DatasetSpec:
     for key in ("bulge_color", "disk_color", "disk_size_color"):
         gal[key] = {b: float(gal[key][b]) for b in bands}
 
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(raw["name"])) or ".." in str(raw["name"]):
+        raise BenchValueError(f"{source}: name must be letters, digits, '.', '_' or '-' (it names the cache "
+                              f"file), got {raw['name']!r}")
     return DatasetSpec(
         name=str(raw["name"]), seed=seed, n_quads=n_quads, bands=tuple(bands),
         stamp_size=n, pixel_scale=float(scale), shear=float(shear),

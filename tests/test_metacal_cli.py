@@ -39,6 +39,16 @@ CASES = {
     "sigma": (lambda d: d.__setitem__("noise_sigma", -d["noise_sigma"]), "noise_sigma"),
     "scale": (lambda d: d.__setitem__("pixel_scale", np.float64(0.0)), "pixel_scale"),
     "ndim": (lambda d: (d.__setitem__("image", d["image"][0]), d.__setitem__("psf", d["psf"][0])), "dimensions"),
+    "string": (lambda d: d.__setitem__("image", d["image"].astype(str)), "real numbers"),
+    "complex": (lambda d: d.__setitem__("image", d["image"].astype(np.complex64)), "real numbers"),
+    "empty": (lambda d: (d.__setitem__("image", d["image"][:0]), d.__setitem__("psf", d["psf"][:0]),
+                         d.__setitem__("noise_sigma", d["noise_sigma"][:0])), "at least one"),
+    "tiny": (lambda d: (d.__setitem__("image", d["image"][:, :4, :4]), d.__setitem__("psf", d["psf"][:, :4, :4])),
+             "at least 8 x 8"),
+    "row_outside": (lambda d: d["row"].__setitem__(3, 1000.0), "row must lie inside"),
+    "scale_vector": (lambda d: d.__setitem__("pixel_scale", np.array([0.2, 0.2])), "pixel_scale"),
+    "scale_huge": (lambda d: d.__setitem__("pixel_scale", np.float64(1e30)), "weight_fwhm"),
+    "scale_tiny": (lambda d: d.__setitem__("pixel_scale", np.float64(1e-300)), "weight_fwhm"),
 }
 
 
@@ -61,6 +71,9 @@ def test_bad_input_exits_2(tmp_path, good, case):
     (["--method", "fourir"], "Did you mean 'fourier'"),
     (["--psf", "gaus"], "allowed: azgauss, dilate, fitgauss, gauss"),
     (["--step", "-0.01"], "step"),
+    (["--step", "1e-12"], "step must be in [1e-4, 0.2)"),
+    (["--weight-fwhm", "1e-4"], "to be sampled"),
+    (["--placement", "before"], "placement"),
 ])
 def test_bad_options_exit_2(tmp_path, good, args, words):
     p, _ = good
@@ -89,3 +102,14 @@ def test_cuda_unavailable_is_a_clear_error(tmp_path, good):
     r = run_module("bench.metacal", p, "--out", out, "--device", "cuda")
     assert r.returncode == 2 and "--device cuda is unavailable" in r.stderr
     assert "Traceback" not in r.stderr and not out.exists()
+
+
+def test_out_may_not_be_the_input_or_in_a_missing_directory(tmp_path, good):
+    p, _ = good
+    before = p.read_bytes()
+    r = run_module("bench.metacal", p, "--out", p)
+    assert r.returncode == 2 and "is the input file" in r.stderr and "Traceback" not in r.stderr
+    assert p.read_bytes() == before
+    r = run_module("bench.metacal", p, "--out", tmp_path / "no" / "such" / "out.npz")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "No such file" in r.stderr
+    assert not list(tmp_path.glob("**/*.tmp*"))

@@ -66,6 +66,8 @@ def main(argv=None) -> int:
                                             if module_missing("cupy") else "")
         if why:
             raise BenchValueError(f"--device cuda is unavailable here: {why}")
+    if os.path.exists(a.out) and os.path.samefile(a.out, a.input):
+        raise BenchFileError(f"--out {a.out!r} is the input file; give another path")
     d = load_input(a.input)
     validate_input(d)
     if a.workers is not None or a.scheduler:
@@ -88,9 +90,13 @@ def main(argv=None) -> int:
 
 def _write_output(a, out) -> None:
     nflag = int(np.count_nonzero(out["flags"]))
-    tmp = a.out + ".tmp.npz"
-    np.savez(tmp, **out)
-    os.replace(tmp, a.out)
+    tmp = a.out + f".tmp{os.getpid()}.npz"
+    try:
+        np.savez(tmp, **out)
+        os.replace(tmp, a.out)
+    finally:
+        if os.path.exists(tmp):          # a full disk or a killed write leaves no partial file
+            os.unlink(tmp)
     corr = "noise correction on" if bool(out.get("noise_correction", False)) else "no noise correction"
     print(f"metacal ({a.method}, {a.placement}, {a.psf}, {corr}): {out['flags'].size} objects, {nflag} flagged, "
           f"{float(out['time_s']):.3f} s -> {a.out}")

@@ -69,8 +69,9 @@ class MetacalConfig:
     def __post_init__(self):
         if self.kernel not in KERNELS:
             raise unknown_name("metacal kernel", self.kernel, KERNELS)
-        if not (isinstance(self.step, (int, float)) and math.isfinite(self.step) and 0 < self.step < 0.2):
-            raise BenchValueError(f"step must be in (0, 0.2), got {self.step!r}")
+        if not (isinstance(self.step, (int, float)) and math.isfinite(self.step) and 1e-4 <= self.step < 0.2):
+            # below 1e-4 the finite difference of e drowns in float32 rounding (R would read 0)
+            raise BenchValueError(f"step must be in [1e-4, 0.2), got {self.step!r}")
         if not (isinstance(self.weight_fwhm, (int, float)) and math.isfinite(self.weight_fwhm)
                 and self.weight_fwhm > 0):
             raise BenchValueError(f"weight_fwhm must be > 0, got {self.weight_fwhm!r}")

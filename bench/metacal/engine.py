@@ -40,7 +40,6 @@ Flags (bit values in the ``flags`` output)
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -232,11 +231,12 @@ def metacal(image, psf, *, pixel_scale: float, row=None, col=None, config: Metac
             mom = {t: m[:len(idx)] + rotate_back(m[len(idx):]) for t, m in mom.items()}
         r = _shapes(mom, len(idx), float(pixel_scale))
         r["flags"][bad_kernel] |= FLAG_PSF_VANISHES
+        void = bad_kernel | ((r["flags"] & FLAG_BAD_MOMENTS) != 0)      # no moments in some type: all NaN
         for k, v in r.items():
             if k == "flags":
                 flags[idx] |= v
             else:
-                out[k][idx] = np.where(bad_kernel, np.nan, v)
+                out[k][idx] = np.where(void, np.nan, v)
     step2 = 2 * config.step
     out["R11"] = (out["1p_e1"] - out["1m_e1"]) / step2
     out["R22"] = (out["2p_e2"] - out["2m_e2"]) / step2

@@ -14,6 +14,19 @@ from .config import FLAG_NONFINITE, FLAG_PSF_ZERO
 from .noise import draw_fields, rotate_in
 
 
+#: smallest stamp side metacal accepts: below it the weight (FWHM 6 pixels at 0.2") does not fit
+MIN_STAMP = 8
+
+
+def _real(dtype) -> bool:
+    """Whether a NumPy, CuPy or torch dtype holds real numbers (not complex, strings or objects)."""
+    name = str(dtype).removeprefix("torch.")
+    try:
+        return np.dtype(name).kind in "fiu"
+    except TypeError:
+        return name == "bfloat16"
+
+
 def check_arrays(image, psf, pixel_scale, *, deconvolved=None):
     """Shapes and the pixel scale; returns *image* and *psf* as arrays (lists become NumPy)."""
     if isinstance(image, (list, tuple)) or np.isscalar(image):
@@ -26,6 +39,12 @@ def check_arrays(image, psf, pixel_scale, *, deconvolved=None):
         raise BenchValueError(f"psf shape {tuple(psf.shape)} does not match image shape {tuple(image.shape)}")
     if image.shape[-1] != image.shape[-2]:
         raise BenchValueError(f"stamps must be square, got {tuple(image.shape[-2:])}")
+    if image.shape[-1] < MIN_STAMP or image.shape[0] < 1:
+        raise BenchValueError(f"need at least one stamp of at least {MIN_STAMP} x {MIN_STAMP} pixels, got "
+                              f"shape {tuple(image.shape)}")
+    for name, a in (("image", image), ("psf", psf)):
+        if not _real(a.dtype):
+            raise BenchTypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
     if not (isinstance(pixel_scale, (int, float, np.floating)) and math.isfinite(pixel_scale) and pixel_scale > 0):
         raise BenchValueError(f"pixel_scale must be a number > 0, got {pixel_scale!r}")
     if deconvolved is not None and tuple(deconvolved.shape) != tuple(image.shape):
@@ -41,6 +60,12 @@ def check_centres(row, col, N: int, n: int, B: int):
     col = np.full(N, c) if col is None else to_numpy(col).astype(np.float64)
     if row.shape != (N,) or col.shape != (N,):
         raise BenchValueError(f"row and col must have shape ({N},), got {row.shape} and {col.shape}")
+    for name, v in (("row", row), ("col", col)):
+        out = ~(np.isfinite(v) & (v >= 0) & (v <= n - 1))
+        if out.any():
+            i = int(np.argmax(out))
+            raise BenchValueError(f"{name} must lie inside the {n} x {n} stamp, [0, {n - 1}], got {v[i]!r} "
+                                  f"for object {i} ({int(out.sum())} objects outside)")
     return np.repeat(col - c, B), np.repeat(row - c, B)
 
 
@@ -128,6 +153,9 @@ def load_input(path: str) -> dict[str, np.ndarray]:
 def validate_input(d: dict[str, np.ndarray]) -> None:
     """Check the arrays of an input file; raises naming the bad key and value."""
     img, psf = d["image"], d["psf"]
+    for key in ("image", "psf", "noise_sigma", "pixel_scale") + (("row", "col", "noise") if "row" in d else ()):
+        if key in d and not _real(d[key].dtype):
+            raise BenchTypeError(f"{key} must hold real numbers, got dtype {d[key].dtype}")
     if img.ndim not in (3, 4):
         raise BenchTypeError(f"image must have 3 or 4 dimensions (N, [B,] n, n), got shape {img.shape}")
     if psf.ndim != img.ndim:
@@ -136,6 +164,9 @@ def validate_input(d: dict[str, np.ndarray]) -> None:
         raise BenchValueError(f"image has {img.shape[0]} objects but psf has {psf.shape[0]}")
     if psf.shape != img.shape:
         raise BenchValueError(f"psf shape {psf.shape} does not match image shape {img.shape}")
+    if img.shape[0] < 1 or img.shape[-1] != img.shape[-2] or img.shape[-1] < MIN_STAMP:
+        raise BenchValueError(f"image must hold at least one square stamp of at least {MIN_STAMP} x {MIN_STAMP} "
+                              f"pixels, got shape {img.shape}")
     for key in ("image", "psf"):
         bad = ~np.isfinite(d[key])
         if bad.any():
