@@ -187,3 +187,11 @@ def test_named_specs_validate():
         assert s.noise_pairing == "antithetic"
     assert load_spec("paper").n_samples == 100_000
     assert load_spec("default").n_samples == 11_000
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden", ".."])
+def test_spec_name_cannot_leave_the_cache_directory(name):
+    from bench.errors import BenchValueError
+    from bench.spec import load_spec
+    with pytest.raises(BenchValueError, match="name must be letters"):
+        load_spec("smoke").with_overrides(name=name)
