@@ -39,7 +39,24 @@ def cache_path(spec: DatasetSpec, cache_dir: Path | None = None) -> Path:
     return Path(cache_dir or CACHE_DIR) / f"{spec.name}-{cache_key(spec)}.h5"
 
 
-def _valid_cache(path: Path, key: str, verify: bool) -> bool:
+#: the dtype kind each cached array must have: stamps float32, integer labels, float64 otherwise
+_INTEGER_ARRAYS = ("quad_id", "rotation", "shear_sign", "snr_bin")
+
+
+def expected_layout(spec: DatasetSpec) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Shape and dtype of every array of *spec*'s cache, from the spec alone."""
+    from .simulate import ARRAYS
+
+    dims = {"B": len(spec.bands), "n": spec.stamp_size}
+    out = {}
+    for k, axes in ARRAYS.items():
+        shape = (spec.n_samples,) + tuple(dims[a] for a in axes.split())
+        dtype = "<f4" if axes == "B n n" else "<i4" if k in _INTEGER_ARRAYS else "<f8"
+        out[k] = (shape, dtype)
+    return out
+
+
+def _valid_cache(path: Path, key: str, verify: bool, layout: dict | None = None) -> bool:
     import h5py
     try:
         with h5py.File(path, "r") as f:
@@ -48,6 +65,10 @@ def _valid_cache(path: Path, key: str, verify: bool) -> bool:
             sums = json.loads(f.attrs["checksums"])
             if set(sums) - set(f.keys()):
                 return False
+            # the checksums cover bytes only: the same bytes under another dtype or shape must not pass
+            for k, (shape, dtype) in (layout or {}).items():
+                if k not in f or f[k].shape != shape or f[k].dtype.str != dtype:
+                    return False
             if verify:
                 return all(_checksum(f[k][...]) == v for k, v in sums.items())
             return True
@@ -156,7 +177,7 @@ def load_dataset(spec: DatasetSpec | str, *, device: str = "cpu", cache_dir: Pat
     if isinstance(spec, (str, os.PathLike)):
         spec = load_spec(spec)
     path = cache_path(spec, cache_dir)
-    if not (path.exists() and _valid_cache(path, cache_key(spec), verify)):
+    if not (path.exists() and _valid_cache(path, cache_key(spec), verify, expected_layout(spec))):
         build_cache(spec, cache_dir=cache_dir, workers=workers, progress=progress)
     with h5py.File(path, "r") as f:
         names = keys or tuple(k for k in f.keys())

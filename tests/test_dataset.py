@@ -195,3 +195,29 @@ def test_spec_name_cannot_leave_the_cache_directory(name):
     from bench.spec import load_spec
     with pytest.raises(BenchValueError, match="name must be letters"):
         load_spec("smoke").with_overrides(name=name)
+
+
+@pytest.mark.parametrize("tamper", ["dtype", "shape", "garbage"])
+def test_tampered_cache_is_rebuilt_not_trusted(tmp_path, tamper):
+    """Same bytes under another dtype or shape, or a file that is not HDF5, never reach the user."""
+    import h5py
+
+    from bench.dataset import cache_path, load_dataset
+    from bench.spec import load_spec
+
+    spec = load_spec("smoke").with_overrides(n_quads=2)
+    good = load_dataset(spec, cache_dir=tmp_path, progress=False, workers=1)
+    path = cache_path(spec, tmp_path)
+    if tamper == "garbage":
+        path.write_bytes(b"not hdf5 at all")
+    else:
+        with h5py.File(path, "r+") as f:
+            raw = f["image"][...]
+            del f["image"]
+            if tamper == "dtype":
+                f["image"] = raw.view(np.int32)
+            else:
+                f["image"] = raw.reshape(raw.shape[0], raw.shape[1], -1)
+    again = load_dataset(spec, cache_dir=tmp_path, progress=False, workers=1)
+    np.testing.assert_array_equal(again["image"], good["image"])
+    assert again["image"].dtype == np.float32
