@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import fnmatch
+import re
 from importlib.metadata import entry_points
 from typing import ClassVar
 
@@ -18,6 +19,7 @@ from bench.devices import cuda_unavailable_reason, module_missing
 from bench.errors import BenchValueError, MethodUnavailableError, unknown_name
 
 ENTRY_POINT_GROUP = "deconvbench.methods"
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.+\[\]-]*")
 _REGISTRY: dict[str, type["Method"]] = {}
 _PLUGINS_LOADED = False
 _PLUGIN_ERRORS: dict[str, str] = {}
@@ -104,8 +106,9 @@ def register(cls: type[Method]) -> type[Method]:
     """Class decorator adding a :class:`Method` subclass to the registry under ``cls.name``."""
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise TypeError(f"register expects a Method subclass, got {cls!r}")
-    if not cls.name:
-        raise BenchValueError(f"{cls.__name__} has no name")
+    if not (isinstance(cls.name, str) and NAME_PATTERN.fullmatch(cls.name)):
+        raise BenchValueError(f"{cls.__name__} needs a name of lower-case letters, digits and '-', '_', '.', "
+                              f"'[', ']', '+', got {cls.name!r}")
     existing = _REGISTRY.get(cls.name)
     if existing is not None and existing is not cls:
         raise BenchValueError(
@@ -120,13 +123,19 @@ def _load_plugins() -> None:
         return
     _PLUGINS_LOADED = True
     for ep in entry_points(group=ENTRY_POINT_GROUP):
+        before = set(_REGISTRY)
         try:
             obj = ep.load()
-        except Exception as err:  # a broken plugin must not break the harness
+            if isinstance(obj, type) and issubclass(obj, Method):
+                if _REGISTRY.get(obj.name) not in (None, obj):
+                    raise BenchValueError(f"its method name {obj.name!r} is already registered by "
+                                          f"{_REGISTRY[obj.name].__module__}; it was not loaded")
+                register(obj)
+        except (Exception, SystemExit) as err:  # a broken plugin (even one calling sys.exit) must not break the harness
             _PLUGIN_ERRORS[ep.name] = f"{type(err).__name__}: {err}"
+            for name in set(_REGISTRY) - before:     # nothing half-registered stays
+                del _REGISTRY[name]
             continue
-        if isinstance(obj, type) and issubclass(obj, Method) and obj.name not in _REGISTRY:
-            register(obj)
 
 
 def list_methods(pattern: str | None = None) -> list[str]:

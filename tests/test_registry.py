@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -78,3 +80,20 @@ def test_fourier_inverts_band_limited_convolution():
     obs = convolve(truth, psf)
     est = get_method("fourier", floor=1e-6).deconvolve(obs, psf, None)
     assert np.abs(est - truth).max() < 1e-4 * truth.max()
+
+
+def test_misbehaving_plugins_are_reported_not_fatal():
+    """A plugin that exits at import, has no name or a number for one, or takes a built-in's name."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "plugin_pkg"), str(ROOT),
+                                         env.get("PYTHONPATH", "")])
+    r = run_module("methods", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "demo-identity" in r.stdout and "fourier" in r.stdout
+    for name in ("exits", "no-name", "number-name", "takes-fourier"):
+        assert f"plugin {name!r} failed to load" in r.stdout
+    assert "already registered" in r.stdout
+    code = ("from methods import get_method_class; c = get_method_class('fourier'); "
+            "print(c.__module__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert r.stdout.strip() == "methods.fourier", r.stdout + r.stderr
