@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from .arrays import method_inputs, to_numpy
-from .errors import unknown_name
+from .errors import BenchValueError, unknown_name
 from .metacal import TYPES, MetacalConfig, draw_fields, metacal
 from .metacal.noise import rotate_in
 from .metacal.render import measure, metacal_images
@@ -43,7 +43,12 @@ PLACEMENTS = ("deconvolve-then-shear", "shear-then-deconvolve")
 def deconvolve_numpy(method, image, psf, noise_sigma, *, device: str = "cpu"):
     """Run *method* on NumPy (N, B, n, n) inputs on *device*; the result comes back as NumPy."""
     arrays = [np.ascontiguousarray(a) for a in (image, psf, noise_sigma)]
-    return to_numpy(method.deconvolve(*method_inputs(arrays, method.framework, device)))
+    out = method.deconvolve(*method_inputs(arrays, method.framework, device))
+    if not hasattr(out, "shape") or tuple(out.shape) != tuple(arrays[0].shape):
+        raise BenchValueError(f"method {getattr(method, 'name', method)!r} returned "
+                              f"{'shape ' + str(tuple(out.shape)) if hasattr(out, 'shape') else type(out).__name__} "
+                              f"for stamps of shape {tuple(arrays[0].shape)}; deconvolve must return the input's shape")
+    return to_numpy(out)
 
 
 def paired_noise(quad_id, rotation, noise_sigma, shape, *, seed: int = 0, pairing: str = "antithetic"):

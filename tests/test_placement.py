@@ -167,3 +167,17 @@ def test_command_line_placement(ref, tmp_path):
     bad = run_module("bench.metacal", inp, "--out", tmp_path / "bad.npz", "--placement", "after")
     assert bad.returncode == 2 and "placement" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad.npz").exists()
+
+
+def test_method_returning_the_wrong_shape_is_named(ref):
+    class Cropper(ExactDivision):
+        name = "cropper"
+
+        def deconvolve(self, image, psf, noise_sigma=None):
+            return image[..., 1:, 1:]
+
+    from bench.errors import BenchValueError
+    for placement in PLACEMENTS:
+        with pytest.raises(BenchValueError, match="'cropper' returned shape"):
+            run(Cropper(), ref["image"][:4], ref["psf"][:4], ref["noise_sigma"][:4],
+                pixel_scale=float(ref["pixel_scale"]), placement=placement)
