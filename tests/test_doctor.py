@@ -1,0 +1,41 @@
+"""python -m bench.doctor: one line and exit 0 without a GPU; its checks run with the CPU standing in."""
+
+import json
+
+import pytest
+
+from bench.devices import cuda_unavailable_reason
+from conftest import run_module
+
+NO_GPU = cuda_unavailable_reason()
+
+
+@pytest.mark.skipif(not NO_GPU, reason="a GPU is here: the no-GPU message does not apply")
+def test_no_gpu_one_line_exit_0():
+    r = run_module("bench.doctor")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().count("\n") == 0 and "no GPU here" in r.stdout
+
+
+def test_checks_run_with_the_cpu_standing_in(tmp_path):
+    out = tmp_path / "doctor.json"
+    r = run_module("bench.doctor", "--cpu-dry-run", "--dataset", "smoke", "--n", "8", "--json", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = {row["check"]: row for row in json.loads(out.read_text())["rows"]}
+    assert rows["metacal on torch"]["status"] == "ok"
+    assert rows["metacal on CuPy"]["status"] == "skip" and "GPU" in rows["metacal on CuPy"]["detail"]
+    assert all(row["status"] != "FAIL" for row in rows.values()), rows
+
+
+def test_bad_n_exits_2():
+    r = run_module("bench.doctor", "--cpu-dry-run", "--n", "0")
+    assert r.returncode == 2 and "--n must be" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(bool(NO_GPU), reason=f"needs a GPU: {NO_GPU}")
+def test_every_gpu_path_matches_the_cpu():
+    from bench.doctor import run_checks
+    rows = run_checks("smoke", 32, "cuda")
+    failed = [r for r in rows if r["status"] == "FAIL"]
+    assert not failed, failed
