@@ -79,13 +79,38 @@ def _valid_cache(path: Path, key: str, verify: bool, layout: dict | None = None)
 def build_cache(spec: DatasetSpec, *, cache_dir: Path | None = None, workers: int | None = None,
                 progress: bool = True) -> Path:
     """Simulate *spec* into its HDF5 cache file (chunked, one chunk per 256 samples)."""
+    path = cache_path(spec, cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(path)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    try:
+        _write_cache(tmp, spec, progress=progress, workers=workers)
+    except BaseException:
+        tmp.unlink(missing_ok=True)      # an interrupted or failed build leaves nothing behind
+        raise
+    os.replace(tmp, path)
+    return path
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete temporaries of this cache file left by builds whose process no longer exists."""
+    for tmp in path.parent.glob(path.stem + ".tmp*"):
+        pid = tmp.suffix.removeprefix(".tmp")
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:
+            pass                          # alive, someone else's
+
+
+def _write_cache(tmp: Path, spec: DatasetSpec, *, progress: bool, workers: int | None) -> None:
     import galsim
     import h5py
     from .simulate import ARRAYS, simulate
 
-    path = cache_path(spec, cache_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
     N, B, n = spec.n_samples, len(spec.bands), spec.stamp_size
     hashes = {k: hashlib.sha256() for k in ARRAYS}
     with h5py.File(tmp, "w") as f:
@@ -108,8 +133,6 @@ def build_cache(spec: DatasetSpec, *, cache_dir: Path | None = None, workers: in
         f.attrs["checksums"] = json.dumps({k: h.hexdigest() for k, h in hashes.items()})
         f.attrs["layout"] = f"samples x bands({','.join(spec.bands)}) x {n} x {n}"
         f.attrs["complete"] = True
-    os.replace(tmp, path)
-    return path
 
 
 @dataclass

@@ -221,3 +221,26 @@ def test_tampered_cache_is_rebuilt_not_trusted(tmp_path, tamper):
     again = load_dataset(spec, cache_dir=tmp_path, progress=False, workers=1)
     np.testing.assert_array_equal(again["image"], good["image"])
     assert again["image"].dtype == np.float32
+
+
+def test_interrupted_build_leaves_no_temporary(tmp_path, monkeypatch):
+    """A build that fails (here: interrupted in the simulation) removes its temporary; orphans of dead
+    processes are removed by the next build."""
+    import bench.dataset as dsmod
+    from bench.dataset import cache_path, load_dataset
+    from bench.spec import load_spec
+
+    spec = load_spec("smoke").with_overrides(n_quads=2)
+    path = cache_path(spec, tmp_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    orphan = path.with_suffix(".tmp999999999")          # no such process
+    orphan.write_bytes(b"x" * 100)
+
+    def interrupted(tmp, *a, **k):
+        tmp.write_bytes(b"half a cache")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dsmod, "_write_cache", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_dataset(spec, cache_dir=tmp_path, progress=False, workers=1)
+    assert not list(tmp_path.glob("*.tmp*")) and not path.exists()
