@@ -26,8 +26,42 @@ def load_run(path: str) -> dict:
         raise BenchValueError(f"{path!r} is not a benchmark JSON file ({err})") from None
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list) or not data["benchmarks"]:
         raise BenchValueError(f"{path!r} holds no benchmarks (write it with pytest bench/ --benchmark-json)")
+    _check_schema(data, path)
     data["label"] = p.stem
     return data
+
+
+_NUMBERS = ("time_per_5000_s", "peak_memory_bytes", "warmup_s", "compile_s", "n_samples", "n_bands")
+_BIN_NUMBERS = ("snr_lo", "snr_hi", "n", "psnr_db", "ssim", "m", "m_err", "c", "c_err", "n_images_failed")
+
+
+def _check_schema(data: dict, path) -> None:
+    """Every benchmark row must carry this harness's extra_info, with numbers where numbers belong."""
+    import numbers
+
+    def number(v):
+        return v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool))
+
+    ours = 0
+    for b in data["benchmarks"]:
+        e = b.get("extra_info") if isinstance(b, dict) else None
+        if not isinstance(e, dict) or "method" not in e:
+            continue
+        ours += 1
+        where = f"{path!r}, benchmark {b.get('name', '?')!r}"
+        for k in _NUMBERS:
+            if not number(e.get(k)):
+                raise BenchValueError(f"{where}: {k} must be a number or null, got {e.get(k)!r}")
+        by = e.get("by_snr", [])
+        if by is not None and not (isinstance(by, list) and all(isinstance(r, dict) for r in by)):
+            raise BenchValueError(f"{where}: by_snr must be a list of objects, got {type(by).__name__}")
+        for r in by or []:
+            for k in _BIN_NUMBERS:
+                if not number(r.get(k)):
+                    raise BenchValueError(f"{where}: by_snr {k} must be a number or null, got {r.get(k)!r}")
+    if not ours:
+        raise BenchValueError(f"{path!r} holds no deconvbench benchmarks (no extra_info.method): "
+                              f"write it with pytest bench/ --benchmark-json")
 
 
 def rows(run: dict):

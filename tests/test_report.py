@@ -159,3 +159,20 @@ def test_speedups_count_every_band_and_per_bin_table():
     t = by_snr_table(rows(d))
     assert set(t["method"]) == {"wiener-fftw", "reference-workload", "galsim-loop[dilate]"}
     assert list(t[t["method"] == "wiener-fftw"]["snr"]) == ["10-40", "all"]
+
+
+@pytest.mark.parametrize("module", ["bench.report", "bench.compare"])
+@pytest.mark.parametrize("data,words", [
+    ({"benchmarks": [{"name": "test_sort", "stats": {"median": 0.1}}]}, "holds no deconvbench benchmarks"),
+    ({"benchmarks": [{"name": "t", "extra_info": {"method": "x", "time_per_5000_s": "fast"}}]},
+     "time_per_5000_s must be a number or null, got 'fast'"),
+    ({"benchmarks": [{"name": "t", "extra_info": {"method": "x", "by_snr": "oops"}}]}, "by_snr must be a list"),
+    ({"benchmarks": [{"name": "t", "extra_info": {"method": "x", "by_snr": [{"m": "0.1"}]}}]},
+     "by_snr m must be a number or null"),
+])
+def test_json_from_elsewhere_exits_2(tmp_path, module, data, words):
+    f = _write(tmp_path, "other.json", data)
+    args = [f, "--out", tmp_path / "rep"] if module == "bench.report" else [f, f]
+    r = run_module(module, *args)
+    assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "rep").exists()
