@@ -70,6 +70,38 @@ FORMATS = {"time_per_5000_s": ".3g", "warmup_s": ".2g", "compile_s": ".2g", "spe
            "n_samples": "d", "n_bands": "d", "time_ratio": ".2f"}
 
 
+HEADERS = {"time_per_5000_s": "time / 5000 (s)", "speedup_vs_galsim_loop": "speed-up vs GalSim loop",
+           "warmup_s": "warm-up (s)", "compile_s": "compile (s)", "peak_memory_mib": "peak memory (MiB)",
+           "psnr_db": "PSNR (dB)", "ssim": "SSIM", "n_samples": "samples", "n_bands": "bands",
+           "quads_dropped": "quads dropped", "m": "m", "c": "c"}
+
+
+def display(df):
+    """The table as a reader sees it: values and their errors as '+0.0431 ± 0.0053', one number
+    format per column (FORMATS), headers with units."""
+    import pandas as pd
+
+    out = pd.DataFrame(index=df.index)
+    for col in df.columns:
+        if col in ("m_err", "c_err"):
+            continue
+        vals = df[col]
+        err = df.get(col + "_err") if col in ("m", "c") else None
+        spec = FORMATS.get(col, ".4g")
+        cells = []
+        for i, v in enumerate(vals):
+            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+                cell = _fmt(int(v) if spec == "d" and np.isfinite(v) else float(v), spec)
+                e = None if err is None else err.iloc[i]
+                if cell != "-" and e is not None and np.isfinite(e):
+                    cell += " ± " + _fmt(float(e), FORMATS[col + "_err"])
+            else:
+                cell = "-" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+            cells.append(cell)
+        out[HEADERS.get(col, col)] = cells
+    return out
+
+
 def markdown_table(df) -> str:
     head = "| " + " | ".join(df.columns) + " |"
     sep = "|" + "|".join("---" for _ in df.columns) + "|"
@@ -154,6 +186,7 @@ def build(runs, out: Path, *, with_gallery: bool = True) -> tuple[Path, Path]:
     sections = []
     for run in runs:
         summary, per_bin = summary_table(rows(run)), by_snr_table(rows(run))
+        summary, per_bin = display(summary), display(per_bin) if len(per_bin) else per_bin
         sections.append((f"Summary: {run['label']}", markdown_table(summary), summary))
         if len(per_bin):
             sections.append((f"Per SNR bin: {run['label']}", markdown_table(per_bin), per_bin))
@@ -182,7 +215,7 @@ def build(runs, out: Path, *, with_gallery: bool = True) -> tuple[Path, Path]:
              "<h1>Deconvolution benchmark report</h1>", f"<p>Conventions: {html.escape(CONVENTIONS)}</p>"]
     for title, _, df in sections:
         parts += [f"<h2>{html.escape(title)}</h2>",
-                  df.to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}")]
+                  df.to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}", classes="results")]
     for key, data in figs.items():
         parts.append(f"<h2>{key.replace('_', ' ')}</h2><img src='data:image/png;base64,{data}'>")
     parts += ["<h2>Machine</h2><pre>" + html.escape("\n".join(ln for run in runs for ln in machine_lines(run)))
