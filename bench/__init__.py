@@ -24,7 +24,8 @@ _EXPORTS = {
     "metacal": "bench.metacal", "MetacalConfig": "bench.metacal", "KERNELS": "bench.metacal",
     "shear_bias": "bench.shear", "ShearBiasMetric": "bench.shear", "combine_bands": "bench.shear",
     "psnr": "bench.metrics", "ssim": "bench.metrics", "ImageQualityMetric": "bench.metrics",
-    "run_method": "bench.pipeline", "BenchError": "bench.errors",
+    "run_method": "bench.pipeline", "PLACEMENTS": "bench.pipeline", "metacal_images": "bench.metacal.render",
+    "BenchError": "bench.errors",
 }
 __all__ = sorted(_EXPORTS)
 
