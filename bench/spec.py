@@ -217,10 +217,10 @@ def validate(raw: dict[str, Any], source: str = "<dict>") -> DatasetSpec:
         raise BenchValueError(f"{source}: shear must be in [0, 0.2), got {shear!r}")
     bins = raw.get("snr_bins", [10, 20, 40, 80, 200])
     if (not isinstance(bins, (list, tuple)) or len(bins) < 2
-            or not all(isinstance(v, (int, float)) for v in bins)):
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bins)):
         raise BenchTypeError(f"{source}: snr_bins must be a list of at least 2 numbers, got {bins!r}")
-    if any(v <= 0 for v in bins):
-        raise BenchValueError(f"{source}: snr_bins must be positive, got {list(bins)!r}")
+    if any(not (0 < v < float("inf")) for v in bins):       # also refuses NaN
+        raise BenchValueError(f"{source}: snr_bins must be positive and finite, got {list(bins)!r}")
     if any(hi <= lo for lo, hi in zip(bins, bins[1:])):
         raise BenchValueError(f"{source}: snr_bins must increase, got {list(bins)!r}")
     weights = raw.get("snr_bin_weights")

@@ -143,6 +143,8 @@ def test_zero_copy_dlpack(smoke):
 BAD_SPECS = [
     ({"colour": 1}, "colour"),
     ({"snr_bins": [-5, 10]}, "snr_bins"),
+    ({"snr_bins": [10, float("inf")]}, "snr_bins must be positive and finite"),
+    ({"snr_bins": [10, float("nan")]}, "snr_bins must be positive and finite"),
     ({"stamp_size": 0}, "stamp_size"),
     ({"stamp_size": 47}, "stamp_size"),
     ({"bands": ["g", "q"]}, "'q'"),
