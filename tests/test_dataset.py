@@ -143,8 +143,7 @@ def test_zero_copy_dlpack(smoke):
 BAD_SPECS = [
     ({"colour": 1}, "colour"),
     ({"snr_bins": [-5, 10]}, "snr_bins"),
-    ({"snr_bins": [10, float("inf")]}, "snr_bins must be positive and finite"),
-    ({"snr_bins": [10, float("nan")]}, "snr_bins must be positive and finite"),
+
     ({"stamp_size": 0}, "stamp_size"),
     ({"stamp_size": 47}, "stamp_size"),
     ({"bands": ["g", "q"]}, "'q'"),
@@ -246,3 +245,10 @@ def test_interrupted_build_leaves_no_temporary(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         load_dataset(spec, cache_dir=tmp_path, progress=False, workers=1)
     assert not list(tmp_path.glob("*.tmp*")) and not path.exists()
+
+
+@pytest.mark.parametrize("edge", [float("inf"), float("nan")])
+def test_snr_bin_edges_must_be_finite(edge):
+    from bench.spec import load_spec
+    with pytest.raises(BenchError, match="snr_bins must be positive and finite"):
+        load_spec("smoke").with_overrides(snr_bins=[10, edge])
