@@ -46,7 +46,17 @@ def main(argv=None) -> int:
     p.add_argument("method", help=f"one of {', '.join(GRIDS)}")
     p.add_argument("--dataset", default="train", help="dataset spec [train]")
     p.add_argument("--n", type=int, default=None, help="use the first N samples [all]")
+    p.add_argument("--allow-benchmark-dataset", action="store_true",
+                   help="tune on a dataset the benchmark measures on")
     a = p.parse_args(argv)
+    from bench.errors import BenchValueError
+    from methods.training import BENCHMARK_DATASETS
+
+    if a.n is not None and a.n < 1:
+        raise BenchValueError(f"--n must be >= 1, got {a.n}")
+    if a.dataset in BENCHMARK_DATASETS and not a.allow_benchmark_dataset:
+        raise BenchValueError(f"--dataset {a.dataset!r} is a benchmark dataset: a setting tuned on it is judged "
+                              f"on its own tuning data; use 'train' (or --allow-benchmark-dataset)")
     table = tune(a.method, dataset=a.dataset, n=a.n)
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
     print(f"best by mean PSNR: {GRIDS[a.method][0]} = {table['psnr_mean'].idxmax()}")

@@ -37,3 +37,13 @@ def test_shipped_and_existing_weights_are_not_overwritten(tmp_path, module):
     r = run_module(module, "--out", mine, "--no-progress")
     assert r.returncode == 2 and "--overwrite" in r.stderr
     assert mine.read_bytes() == b"the user's"
+
+
+@pytest.mark.parametrize("args,words", [
+    (["wiener-fftw", "--n", "0"], "--n must be >= 1, got 0"),
+    (["wiener-fftw", "--dataset", "ci"], "'ci' is a benchmark dataset"),
+    (["wiener"], "Did you mean"),
+])
+def test_bad_tuning_options_exit_2(args, words):
+    r = run_module("methods.tune", *args)
+    assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr
