@@ -151,6 +151,39 @@ def comparison_table(runs):
     return merged
 
 
+def headline(run) -> list[str]:
+    """A few sentences generated from the run: fastest image method, best PSNR and SSIM, which
+    methods meet |m| <= 1e-2 (and within 3 sigma) in every bin at SNR >= 20, per placement."""
+    df = rows(run)
+    images = df[df["psnr_db"].notna() & (df["method"] == df["base_method"])]
+    out = []
+    if len(images):
+        fast = images.loc[images["time_per_5000_s"].astype(float).idxmin()]
+        best = images.loc[images["psnr_db"].astype(float).idxmax()]
+        sharp = images.loc[images["ssim"].astype(float).idxmax()]
+        out.append(f"Fastest deconvolution: `{fast['method']}`, {fast['time_per_5000_s']:.3g} s per 5000 samples "
+                   f"({fast['device']}). Best PSNR: `{best['method']}` ({best['psnr_db']:.2f} dB); best SSIM: "
+                   f"`{sharp['method']}` ({sharp['ssim']:.3f}).")
+    for placement in ("deconvolve-then-shear", "shear-then-deconvolve"):
+        sel = df[df["method"].str.contains("+metacal", regex=False) & ~df["method"].str.contains("no-correction")
+                 & (df["placement"] == placement)]
+        if not len(sel):
+            continue
+        ok, miss = [], []
+        for _, r in sel.iterrows():
+            bins = [b for b in r["by_snr"] if b.get("snr_bin") != "all"]
+            known = bins and all(b.get("m") is not None and b.get("m_err") is not None for b in bins)
+            good = known and all(abs(b["m"]) <= 3 * b["m_err"] for b in bins) and all(
+                abs(b["m"]) <= 1e-2 for b in bins if b.get("snr_lo", 0) >= 20)
+            (ok if good else miss).append(f"`{r['base_method']}`")
+        out.append(f"{placement}: m within 3 sigma of 0 in every SNR bin and |m| <= 0.01 at SNR >= 20 for "
+                   f"{', '.join(ok) or 'no method'}; missed by {', '.join(miss) or 'none'}.")
+    extra = run.get("deconvbench", {})
+    out.append(f"Machine: {extra.get('gpu') or 'CPU only (' + str(extra.get('gpu_unavailable_reason')) + ')'}; "
+               f"dataset `{extra.get('dataset', '?')}`.")
+    return out
+
+
 def machine_lines(run) -> list[str]:
     mi = run.get("machine_info", {})
     cpu = mi.get("cpu", {})
@@ -194,7 +227,8 @@ def build(runs, out: Path, *, with_gallery: bool = True) -> tuple[Path, Path]:
         comp = comparison_table(runs)
         sections.append(("Side by side: time per 5000 samples (s)", markdown_table(comp), comp))
     skipped = [(run["label"], s) for run in runs for s in run.get("deconvbench", {}).get("skipped", [])]
-    md = ["# Deconvolution benchmark report", "", f"Conventions: {CONVENTIONS}", ""]
+    heads = [ln for run in runs for ln in headline(run)]
+    md = ["# Deconvolution benchmark report", ""] + [f"- {ln}" for ln in heads] + ["", f"Conventions: {CONVENTIONS}", ""]
     for title, table_md, _ in sections:
         md += [f"## {title}", "", table_md, ""]
     for key, title in (("m_vs_snr", "m against SNR"), ("quality_vs_snr", "PSNR and SSIM against SNR"),
@@ -212,7 +246,9 @@ def build(runs, out: Path, *, with_gallery: bool = True) -> tuple[Path, Path]:
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Deconvolution benchmark report</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
              "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}</style></head><body>",
-             "<h1>Deconvolution benchmark report</h1>", f"<p>Conventions: {html.escape(CONVENTIONS)}</p>"]
+             "<h1>Deconvolution benchmark report</h1>",
+             "<ul>" + "".join(f"<li>{html.escape(ln).replace('`', '')}</li>" for ln in heads) + "</ul>",
+             f"<p>Conventions: {html.escape(CONVENTIONS)}</p>"]
     for title, _, df in sections:
         parts += [f"<h2>{html.escape(title)}</h2>",
                   df.to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}", classes="results")]

@@ -176,3 +176,17 @@ def test_json_from_elsewhere_exits_2(tmp_path, module, data, words):
     r = run_module(module, *args)
     assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "rep").exists()
+
+
+def test_headline_is_generated_from_the_data():
+    from bench.report import headline
+    d = copy.deepcopy(BASE)
+    d["benchmarks"].append(_row("dwdn", 30.0, psnr=38.0))
+    for b in d["benchmarks"]:
+        b["extra_info"].setdefault("base_method", b["extra_info"]["method"].split("+")[0])
+        b["extra_info"]["placement"] = "deconvolve-then-shear"
+    lines = headline(d)
+    assert "Fastest deconvolution: `wiener-fftw`, 0.4 s" in lines[0] and "Best PSNR: `dwdn` (38.00 dB)" in lines[0]
+    # fourier+metacal has m = 0.001 +- 0.002 in its one bin (SNR 10-40): within 3 sigma
+    assert "deconvolve-then-shear: m within 3 sigma" in lines[1] and "for `fourier`" in lines[1]
+    assert lines[-1].startswith("Machine:")
