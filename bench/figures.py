@@ -41,6 +41,26 @@ def _placement_of(r) -> str:
     return p if isinstance(p, str) else "deconvolve-then-shear"
 
 
+def _snr_axis(ax):
+    """A log SNR axis labelled in plain numbers."""
+    ax.set_xscale("log")
+    ax.set_xticks([10, 20, 50, 100, 200])
+    ax.set_xticklabels(["10", "20", "50", "100", "200"])
+    ax.minorticks_off()
+    ax.set_xlabel("SNR (bin centre)")
+
+
+def method_colours(runs) -> dict[str, str]:
+    """One colour per method (base name), the same in every figure of a report."""
+    names = set()
+    for run in runs:
+        df = rows(run)
+        plotted = df["method"].str.contains("+metacal", regex=False) | df["psnr_db"].notna()
+        names |= set(df[plotted]["base_method"])
+    names = sorted(names)            # the methods the figures draw, so ten colours go round them
+    return {b: f"C{i % 10}" for i, b in enumerate(names)}
+
+
 def m_vs_snr_figure(runs):
     """m against SNR with errors, one panel per placement, one colour per method in both."""
     import matplotlib.pyplot as plt
@@ -67,8 +87,7 @@ def m_vs_snr_figure(runs):
             label += f" ({run['label']})" if len(runs) > 1 else ""
             curves.append((_placement_of(r), label, r["base_method"], x * (1 + 0.04 * k), m, e, dashed))
     placements = [p for p in PLACEMENT_TITLES if any(c[0] == p for c in curves)] or ["deconvolve-then-shear"]
-    bases = sorted({c[2] for c in curves})
-    colour = {b: f"C{i % 10}" for i, b in enumerate(bases)}
+    colour = method_colours(runs)
     fig, axes = plt.subplots(1, len(placements), figsize=(6.2 * len(placements), 4.2), squeeze=False)
     for ax, placement in zip(axes[0], placements):
         if placement == "shear-then-deconvolve":
@@ -77,11 +96,7 @@ def m_vs_snr_figure(runs):
         for i, (p, label, base, x, m, e, dashed) in enumerate(c for c in curves if c[0] == placement):
             ax.errorbar(x * (1 + 0.02 * (i % 5 - 2)), m, yerr=e, capsize=3, label=label, color=colour[base],
                         linestyle="--" if dashed else "-", marker="s" if dashed else "o", ms=4)
-        ax.set_xscale("log")
-        ax.set_xticks([10, 20, 50, 100, 200])
-        ax.set_xticklabels(["10", "20", "50", "100", "200"])
-        ax.minorticks_off()
-        ax.set_xlabel("SNR (bin centre)")
+        _snr_axis(ax)
         ax.set_ylabel("m")
         ax.axhline(0, color="k", lw=0.5)
         ax.set_title(PLACEMENT_TITLES[placement], fontsize=9)
@@ -103,11 +118,11 @@ def plots(runs) -> dict[str, str]:
         for _, r in df[df["psnr_db"].notna() & ~df["method"].str.endswith("+metacal")].iterrows():
             rs, x = _snr_centres(r["by_snr"])
             lbl = r["method"] + (f" ({run['label']})" if len(runs) > 1 else "")
-            axes[0].plot(x, [q["psnr_db"] for q in rs], "o-", label=lbl)
-            axes[1].plot(x, [q["ssim"] for q in rs], "o-", label=lbl)
+            c = method_colours(runs).get(r["base_method"])
+            axes[0].plot(x, [q["psnr_db"] for q in rs], "o-", label=lbl, color=c)
+            axes[1].plot(x, [q["ssim"] for q in rs], "o-", label=lbl, color=c)
     for ax, lab in zip(axes, ("PSNR (dB)", "SSIM")):
-        ax.set_xscale("log")
-        ax.set_xlabel("SNR (bin centre)")
+        _snr_axis(ax)
         ax.set_ylabel(lab)
     axes[0].legend(fontsize=8)
     figs["quality_vs_snr"] = _png(fig)
