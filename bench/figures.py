@@ -113,12 +113,13 @@ def plots(runs) -> dict[str, str]:
     figs = {}
     figs["m_vs_snr"] = _png(m_vs_snr_figure(runs))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    colours = method_colours(runs)
     for run in runs:
         df = rows(run)
         for _, r in df[df["psnr_db"].notna() & ~df["method"].str.endswith("+metacal")].iterrows():
             rs, x = _snr_centres(r["by_snr"])
             lbl = r["method"] + (f" ({run['label']})" if len(runs) > 1 else "")
-            c = method_colours(runs).get(r["base_method"])
+            c = colours.get(r["base_method"])
             axes[0].plot(x, [q["psnr_db"] for q in rs], "o-", label=lbl, color=c)
             axes[1].plot(x, [q["ssim"] for q in rs], "o-", label=lbl, color=c)
     for ax, lab in zip(axes, ("PSNR (dB)", "SSIM")):

@@ -27,6 +27,8 @@ so the correction's own noise cancels within a quad as the image noise does.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from .arrays import method_inputs, to_numpy
@@ -165,8 +167,6 @@ def shear_then_deconvolve(method, image, psf, noise_sigma, *, pixel_scale: float
     the rms gain of T/P, times sqrt 2 with the correction); its noise is correlated,
     unlike the stamps a network was trained on.
     """
-    import time
-
     config = config or MetacalConfig()
     t0 = time.perf_counter()
     mc = metacal_images(to_numpy(image), to_numpy(psf), pixel_scale=pixel_scale, config=config,
@@ -182,8 +182,7 @@ def shear_then_deconvolve(method, image, psf, noise_sigma, *, pixel_scale: float
 
         tpsf = as4(mc["target_psf"])
         sig = mc["noise_sigma"]
-        sig4 = np.where(np.isfinite(sig), sig, 0.0).astype(np.float32)
-        sig4 = sig4 if four else sig4[:, None]
+        sig4 = as4(np.where(np.isfinite(sig), sig, 0.0).astype(np.float32))
         images = {t: deconvolve_numpy(method, as4(images[t]), tpsf, sig4, device=device).reshape(shape)
                   for t in TYPES}
     res = measure(images, pixel_scale=pixel_scale, row=row, col=col, config=config, flags=mc["flags"])

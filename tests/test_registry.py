@@ -61,10 +61,16 @@ def test_methods_table():
     assert "fourier" in r.stdout and "available" in r.stdout
 
 
-def test_entry_point_plugin():
+def _plugin_env():
+    """The environment of a process that sees the test plugins' entry points."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "plugin_pkg"), str(ROOT),
                                          env.get("PYTHONPATH", "")])
+    return env
+
+
+def test_entry_point_plugin():
+    env = _plugin_env()
     r = run_module("methods", env=env)
     assert r.returncode == 0, r.stderr
     assert "demo-identity" in r.stdout
@@ -84,9 +90,7 @@ def test_fourier_inverts_band_limited_convolution():
 
 def test_misbehaving_plugins_are_reported_not_fatal():
     """A plugin that exits at import, has no name or a number for one, or takes a built-in's name."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "plugin_pkg"), str(ROOT),
-                                         env.get("PYTHONPATH", "")])
+    env = _plugin_env()
     r = run_module("methods", env=env)
     assert r.returncode == 0, r.stderr
     assert "demo-identity" in r.stdout and "fourier" in r.stdout

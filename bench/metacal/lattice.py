@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import BenchValueError
 from ..fourier import lanczos_ft, pixel_ft
 from .config import FWHM_TO_SIGMA, TYPES, MetacalConfig, shear_matrix, shears
 
@@ -140,12 +141,10 @@ def _plan(n: int, scale: float, dilate: bool, step: float, weight_fwhm: float, l
     dq = 2 * np.pi / L
     J = int(math.ceil(kcut / dq))
     if sig < 0.5:
-        from ..errors import BenchValueError
         raise BenchValueError(f"weight_fwhm {weight_fwhm!r} arcsec is {sig / FWHM_TO_SIGMA:.3g} pixels at "
                               f"{scale!r} arcsec/pixel: the weight must be at least {0.5 / FWHM_TO_SIGMA:.2f} "
                               f"pixels (FWHM) to be sampled")
     if sig > 4 * n:
-        from ..errors import BenchValueError
         raise BenchValueError(f"weight_fwhm {weight_fwhm!r} arcsec is {sig / FWHM_TO_SIGMA:.3g} pixels at "
                               f"{scale!r} arcsec/pixel, far wider than the {n}-pixel stamp")
     qa = np.arange(0, J + 1) * dq

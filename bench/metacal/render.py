@@ -30,12 +30,10 @@ import math
 import numpy as np
 
 from ..arrays import device_of, namespace, to_numpy
-from ..errors import BenchValueError
 from ..fourier import lanczos_ft, pixel_ft
 from .config import FLAG_PSF_VANISHES, FWHM_TO_SIGMA, TYPES, MetacalConfig, shear_matrix, shears
 from .kernels import target_sigma
-from .noise import rotate_in
-from .validate import check_arrays, check_centres, draw_noise, flag_inputs
+from .validate import check_arrays, check_centres, flag_inputs, noise_fields
 
 
 def grid_size(n: int) -> int:
@@ -175,13 +173,8 @@ def metacal_images(image, psf, *, pixel_scale: float, config: MetacalConfig | No
     img, ps = (xp.astype(xp.reshape(a, (-1, n, n)), ftype) for a in (image, psf))
     nse = None
     if config.noise_correction:
-        if noise is None:
-            noise = draw_noise(shape, noise_sigma, keys=noise_keys, seed=config.noise_seed)
-        if tuple(noise.shape) != shape:
-            raise BenchValueError(f"noise shape {tuple(noise.shape)} does not match image shape {shape}")
-        if isinstance(noise, np.ndarray) and not isinstance(image, np.ndarray):
-            noise = xp.asarray(noise, device=dev)
-        nse = xp.astype(xp.reshape(rotate_in(xp, noise), (-1, n, n)), ftype)
+        turned = noise_fields(xp, dev, image, config, noise=noise, noise_sigma=noise_sigma, keys=noise_keys)
+        nse = xp.astype(xp.reshape(turned, (-1, n, n)), ftype)
     flags, good = flag_inputs(xp, img, ps, None, nse)
     L, X, kx, ky, w = _grid(n)
     KX, KY = np.meshgrid(kx, ky)
@@ -204,8 +197,10 @@ def metacal_images(image, psf, *, pixel_scale: float, config: MetacalConfig | No
         for t in TYPES:
             S = shear_matrix(*shears(config.step)[t])
             qx, qy = S[0, 0] * KX + S[0, 1] * KY, S[1, 0] * KX + S[1, 1] * KY
-            Ir, Ii = _dtft(xp, src, X, qx, qy, dev, ftype)
-            Pr, Pi = _dtft(xp, p, X, qx, qy, dev, ftype)
+            # one transform (one set of matrices) for the stamps, their fields and their PSFs
+            Fr, Fi = _dtft(xp, xp.concat([src, p], axis=0), X, qx, qy, dev, ftype)
+            k = src.shape[0]
+            Ir, Ii, Pr, Pi = Fr[:k], Fi[:k], Fr[k:], Fi[k:]
             if nse is not None:
                 Pr, Pi = xp.concat([Pr, Pr], axis=0), xp.concat([Pi, Pi], axis=0)
             den = Pr * Pr + Pi * Pi
