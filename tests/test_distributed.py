@@ -1,4 +1,4 @@
-"""Metacal and the measurement pass on dask.distributed: exactly the single-process numbers, no lost shards."""
+"""Metacal and the measurement pass on dask.distributed: the single-process numbers (to float32 rounding), no lost shards."""
 
 import os
 import signal
@@ -14,7 +14,7 @@ from bench.distributed import (close, connect, gather_outputs, process_shard, ru
                                write_h5)
 from bench.errors import BenchValueError  # noqa: E402
 from bench.shear import ShearBiasMetric, combine_bands  # noqa: E402
-from conftest import run_module  # noqa: E402
+from conftest import assert_same_to_rounding, run_module  # noqa: E402
 
 import functools as _functools
 
@@ -53,19 +53,19 @@ def _bias(smoke, res):
     return m.compute()
 
 
-def test_local_cluster_equals_single_process_exactly(client, smoke, source, tmp_path):
+def test_local_cluster_matches_single_process(client, smoke, source, tmp_path):
     paths = run_shards(client, source, len(smoke), tmp_path / "w", shard_size=SHARD,
                        metacal_kwargs={"noise_correction": False, "chunk": CHUNK})
     assert len(paths) == len(smoke) // SHARD and all(p.exists() for p in paths)
     dist, single = gather_outputs(paths), _single(smoke)
     for k in single:
         if k != "time_s":
-            np.testing.assert_array_equal(dist[k], single[k], err_msg=k)
+            assert_same_to_rounding(dist[k], single[k], k)
     a, b = _bias(smoke, dist), _bias(smoke, single)
-    np.testing.assert_array_equal(a.to_numpy(), b.to_numpy())      # m, c and jackknife errors alike
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-3, atol=2e-5)   # m, c and their jackknife errors
 
 
-def test_measurement_pass_with_a_method_equals_single_process(client, smoke, source, tmp_path):
+def test_measurement_pass_with_a_method_matches_single_process(client, smoke, source, tmp_path):
     from bench.metrics import psnr, ssim
     from methods import get_method
     paths = run_shards(client, source, len(smoke), tmp_path / "w", shard_size=SHARD,
@@ -76,7 +76,7 @@ def test_measurement_pass_with_a_method_equals_single_process(client, smoke, sou
                           for a, b in shard_bounds(len(smoke), SHARD)])
     single = metacal(smoke["image"], smoke["psf"], pixel_scale=smoke.spec.pixel_scale, row=smoke["row"],
                      col=smoke["col"], chunk=CHUNK, deconvolved=dec)
-    np.testing.assert_array_equal(dist["R11"], single["R11"])
+    assert_same_to_rounding(dist["R11"], single["R11"], "R11")
     np.testing.assert_array_equal(dist["psnr"], psnr(dec, smoke["truth"]).mean(axis=1))
     np.testing.assert_array_equal(dist["ssim"], ssim(dec, smoke["truth"]).mean(axis=1))
 
@@ -119,7 +119,7 @@ def test_worker_dying_mid_run_loses_no_results(smoke, source, tmp_path):
         close(client)
     single = metacal(smoke["image"], smoke["psf"], pixel_scale=smoke.spec.pixel_scale, row=smoke["row"],
                      col=smoke["col"], chunk=4, dtype="float64")
-    np.testing.assert_array_equal(dist["R11"], single["R11"])
+    assert_same_to_rounding(dist["R11"], single["R11"], "R11")
     assert not list(work.glob("*.tmp*"))               # no half-written shard left behind
 
 
@@ -151,8 +151,8 @@ def test_cli_with_local_workers_matches_single_process(smoke, tmp_path):
     r2 = run_module("bench.metacal", inp, "--out", tmp_path / "two.npz", "--workers", 2, "--shard-size", 8)
     assert r1.returncode == 0 and r2.returncode == 0, r2.stderr
     a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
-    np.testing.assert_array_equal(a["R11"], b["R11"])
-    np.testing.assert_array_equal(a["noshear_e1"], b["noshear_e1"])
+    assert_same_to_rounding(a["R11"], b["R11"], "R11")
+    assert_same_to_rounding(a["noshear_e1"], b["noshear_e1"], "noshear_e1")
     assert not (tmp_path / "two.npz.parts").exists()   # shards removed once the output is written
 
 
@@ -173,7 +173,7 @@ def test_cli_bad_dask_options_exit_2(smoke, tmp_path, args, words):
 
 def test_noise_correction_equal_across_shardings(client, smoke, tmp_path):
     """With the correction on, shards of the dataset cache (fields keyed by quad, as the dataset's
-    noise) give exactly the single-process numbers, whatever the shard size."""
+    noise) give the single-process numbers, whatever the shard size (to float32 rounding)."""
     from bench.pipeline import paired_noise
 
     noise = paired_noise(smoke["quad_id"], smoke["rotation"], smoke["noise_sigma"], smoke["image"].shape[1:],
@@ -185,8 +185,9 @@ def test_noise_correction_equal_across_shardings(client, smoke, tmp_path):
                            metacal_kwargs={"chunk": CHUNK})
         sharded = gather_outputs(paths)
         assert bool(sharded["noise_correction"]) and int(sharded["noise_seed"]) == 0
-        for k in ("noshear_e1", "R11", "R22", "flags"):
-            np.testing.assert_array_equal(sharded[k], single[k])
+        np.testing.assert_array_equal(sharded["flags"], single["flags"])
+        for k in ("noshear_e1", "R11", "R22"):
+            assert_same_to_rounding(sharded[k], single[k], k)
 
 
 def test_cli_work_dir_keeps_what_the_user_had_and_never_reuses_another_input(smoke, tmp_path):
@@ -218,7 +219,7 @@ def test_cli_work_dir_keeps_what_the_user_had_and_never_reuses_another_input(smo
     assert r.returncode == 0, r.stderr
     single = run_module("bench.metacal", inp, "--out", tmp_path / "c.npz")
     assert single.returncode == 0
-    np.testing.assert_array_equal(np.load(tmp_path / "b.npz")["R11"], np.load(tmp_path / "c.npz")["R11"])
+    assert_same_to_rounding(np.load(tmp_path / "b.npz")["R11"], np.load(tmp_path / "c.npz")["R11"], "R11")
     # an input.h5 the command did not write is refused, and left alone
     (work / "input.h5").write_bytes(b"theirs")
     r = run_module("bench.metacal", inp, "--out", tmp_path / "d.npz", "--workers", 1, "--work-dir", work)

@@ -54,39 +54,45 @@ from .noise import rotate_back, rotated_centres
 from .validate import check_arrays, check_centres, flag_inputs, noise_fields
 
 
-def _moments_chunk(xp, dev, frames, src, psf, x0, y0, cfg: MetacalConfig, scale: float,
-                   deconvolved: bool, n_noise: int):
-    """Moments (M0, Mxx, Myy, Mxy) of the five metacal images of the stamps *src*.
+def _moments_chunk(xp, dev, frames, srcs, psf, x0, y0, cfg: MetacalConfig, scale: float, deconvolved: bool):
+    """Moments (M0, Mxx, Myy, Mxy) of the five metacal images of the stamps in *srcs*.
 
-    *src* holds the chunk's images and then, when *n_noise* > 0, their rotated noise
-    fields; *psf* has one PSF per object (the fields share their object's PSF
-    transforms). Returns {type: (len(src), 4) array} and the kernel-width failures.
+    *srcs* holds G = 1 or 2 batches of M stamps: the chunk's images and, with the noise
+    correction, their rotated noise fields, which share their object's PSF transforms;
+    *psf* has the M PSFs and (x0, y0) the G * M weight centres. Arrays on a lattice are laid
+    out (Qb, G, M, Qa), so per-object factors broadcast over G. Returns {type: (G * M, 4)
+    array} and the kernel-width failures.
     """
     dilate = cfg.kernel == "dilate"
     D = 1.0 + 2.0 * abs(cfg.step)
-    ftype = src.dtype
+    ftype = srcs[0].dtype
+    G, M = len(srcs), psf.shape[0]
 
-    def both(a):          # per-object arrays, repeated for the noise fields
-        return xp.concat([a, a[:n_noise]], axis=0) if n_noise else a
+    def per_object(a):          # (M,) host or device values -> (1, 1, M, 1) on the device
+        return xp.reshape(xp.asarray(a, device=dev, dtype=ftype), (1, 1, M, 1))
 
-    bad_kernel = np.zeros(psf.shape[0], bool)
+    bad_kernel = np.zeros(M, bool)
     if not dilate:
-        flux = both(xp.sum(psf, axis=(1, 2)))
+        flux = per_object(xp.sum(psf, axis=(1, 2)))
         sig_host = target_sigma(cfg.kernel, xp.astype(psf, xp.float64), scale)
         bad_kernel = ~np.isfinite(sig_host)
-        gsig = both(xp.asarray(np.where(bad_kernel, 1.0, sig_host), device=dev, dtype=ftype))
+        gsig2 = per_object((D * np.where(bad_kernel, 1.0, sig_host)) ** 2)
     offset = bool(np.any(x0 != 0) or np.any(y0 != 0))
     moments = {}
     for fr in frames:
         def mats(sa=1.0, sb=1.0):
             return [tuple(xp.asarray(m, device=dev, dtype=ftype) for m in part) for part in fr.matrices(sa, sb)]
 
+        def lattice(a, g):           # (Qb, g * M, Qa) -> (Qb, g, M, Qa)
+            return xp.reshape(a, (a.shape[0], g, M, a.shape[2]))
+
         base = mats()
-        (Ir, Ii), = dtfts(xp, split(xp, src, fr, dev), [base])
+        Ir, Ii = (lattice(a, G) for a in dtfts(xp, split(xp, srcs, fr, dev), [base])[0])
         lattices = [] if deconvolved else [base]
         if dilate:
             lattices += [mats(*fr.scales[t]) for t in fr.types]
-        Ps = [[both(a) for a in pair] for pair in dtfts(xp, split(xp, psf, fr, dev), lattices)] if lattices else []
+        Ps = [[lattice(a, 1) for a in pair] for pair in dtfts(xp, split(xp, [psf], fr, dev), lattices)] \
+            if lattices else []
         if not deconvolved:
             Pr, Pi = Ps.pop(0)
             den = Pr * Pr + Pi * Pi
@@ -100,16 +106,17 @@ def _moments_chunk(xp, dev, frames, src, psf, x0, y0, cfg: MetacalConfig, scale:
             if offset:
                 # the weight sits at the object: phase exp(+i q . S^-1 x0), separable in the frame
                 X0 = fr.Sinv[t] @ np.vstack([x0, y0])
-                a0, b0 = fr.rotate_in(X0[0], X0[1])
-                pa = xp.asarray(a0[:, None, None] * fr.qa[None, None, :], device=dev, dtype=ftype)
-                pb = xp.asarray(b0[:, None, None] * fr.qb[None, :, None], device=dev, dtype=ftype)
+                a0, b0 = (np.reshape(c, (1, G, M, 1)) for c in fr.rotate_in(X0[0], X0[1]))
+                pa = xp.asarray(a0 * fr.qa[None, None, None, :], device=dev, dtype=ftype)
+                pb = xp.asarray(b0 * fr.qb[:, None, None, None], device=dev, dtype=ftype)
                 ca, sa, cb, sb = xp.cos(pa), xp.sin(pa), xp.cos(pb), xp.sin(pb)
                 Vr = Vr * (ca * cb - sa * sb) - Vi * (sa * cb + ca * sb)
             if not dilate:
-                ksq = xp.asarray(fr.ksq[t], device=dev, dtype=ftype)
-                Vr = Vr * (flux[:, None, None] * xp.exp(-0.5 * (D * gsig[:, None, None]) ** 2 * ksq))
-            W = xp.asarray(fr.W[t], device=dev, dtype=ftype)
-            moments[t] = to_numpy(xp.reshape(Vr, (Vr.shape[0], -1)) @ W)          # (len(src), 4)
+                ksq = xp.asarray(fr.ksq[t][:, None, None, :], device=dev, dtype=ftype)
+                Vr = Vr * (flux * xp.exp(-0.5 * gsig2 * ksq))
+            W = xp.asarray(fr.W[t].reshape(len(fr.qb), len(fr.qa), 4), device=dev, dtype=ftype)
+            Vr = xp.reshape(Vr, (Vr.shape[0], G * M, Vr.shape[3]))
+            moments[t] = to_numpy(xp.sum(Vr @ W, axis=0))                      # (G * M, 4)
     return moments, bad_kernel
 
 
@@ -219,14 +226,14 @@ def metacal(image, psf, *, pixel_scale: float, row=None, col=None, config: Metac
     for s in range(0, len(good), config.chunk):
         idx = good[s:s + config.chunk]
         sel = xp.asarray(idx, device=dev)
-        src = xp.take(img if dec is None else dec, sel, axis=0)
+        srcs = [xp.take(img if dec is None else dec, sel, axis=0)]
         cx, cy = x0[idx], y0[idx]
         if nse is not None:
-            src = xp.concat([src, xp.take(nse, sel, axis=0)], axis=0)
+            srcs.append(xp.take(nse, sel, axis=0))
             rx, ry = rotated_centres(cx, cy)
             cx, cy = np.concatenate([cx, rx]), np.concatenate([cy, ry])
-        mom, bad_kernel = _moments_chunk(xp, dev, frames, src, xp.take(ps, sel, axis=0), cx, cy, config,
-                                         float(pixel_scale), dec is not None, 0 if nse is None else len(idx))
+        mom, bad_kernel = _moments_chunk(xp, dev, frames, srcs, xp.take(ps, sel, axis=0), cx, cy, config,
+                                         float(pixel_scale), dec is not None)
         if nse is not None:
             mom = {t: m[:len(idx)] + rotate_back(m[len(idx):]) for t, m in mom.items()}
         r = _shapes(mom, len(idx), float(pixel_scale))

@@ -58,8 +58,12 @@ def _stepk_dk(xp, psf, flux) -> np.ndarray:
     n = psf.shape[-1]
     i0 = n // 2
     dmax = (n - 1) // 2
-    boxes = xp.stack([xp.sum(psf[:, i0 - d:i0 + d + 1, i0 - d:i0 + d + 1], axis=(1, 2))
-                      for d in range(1, dmax + 1)], axis=1)
+    # the box of half-width d about pixel i0 holds the pixels at Chebyshev distance <= d: one
+    # matrix product gives every box sum of every PSF
+    idx = np.arange(n) - i0
+    cheb = np.maximum(np.abs(idx)[:, None], np.abs(idx)[None, :]).ravel()
+    inside = (cheb[:, None] <= np.arange(1, dmax + 1)[None, :]).astype(np.float64)     # (n * n, dmax)
+    boxes = xp.reshape(psf, (psf.shape[0], -1)) @ xp.asarray(inside, device=device_of(psf), dtype=psf.dtype)
     enclosed = to_numpy(boxes >= 0.995 * flux[:, None])
     first = np.where(enclosed.any(axis=1), enclosed.argmax(axis=1) + 1.5, dmax + 1.5)
     return np.pi / np.hypot(first, 15.0) / 4.0
@@ -89,46 +93,81 @@ def gauss_target_sigma(psf) -> np.ndarray:
     return _by_spacing(psf, _gauss_sigma_group)
 
 
-def re_psf_half_planes(xp, dev, pe, po, ix, iy, dk, pos):
+def fold_psf(xp, p):
+    """The parts of the PSFs *p* (M, n, n) that Re PSF(k) needs, laid out for two matrix products.
+
+    Re PSF(k) = sum p[y, x] (cos kx x cos ky y - sin kx x sin ky y) needs only the part of p
+    even in both axes and the part odd in both (:func:`bench.metacal.lattice.fold`). Each is
+    returned as (half_y, M * half_x), so the contraction over y is one matrix product for the
+    whole batch and the one over x another (a stacked product per PSF is several times slower).
+    """
+    ye, yo = fold(xp, p, 1)
+    ee, _ = fold(xp, ye, 2)
+    _, oo = fold(xp, yo, 2)
+    return tuple(xp.reshape(xp.permute_dims(a, (1, 0, 2)), (a.shape[1], -1)) for a in (ee, oo))
+
+
+def take_psfs(xp, folded, idx, M: int):
+    """The PSFs *idx* (an index array on the PSFs' device) of the M in :func:`fold_psf`'s output."""
+    def one(a):
+        a3 = xp.take(xp.reshape(a, (a.shape[0], M, -1)), idx, axis=1)
+        return xp.reshape(a3, (a3.shape[0], -1))
+    return tuple(one(a) for a in folded)
+
+
+def re_psf_half_planes(xp, dev, folded, ix, iy, dk, pos):
     """Re PSF(k) times the lanczos15 transform on the lattice (+-ix, iy) dk, ix, iy >= 0.
 
-    pe, po: the PSF folded along x (:func:`bench.metacal.lattice.fold`). Returns (values at +ix, values at -ix),
-    each (M, len(iy), len(ix)).
+    folded: :func:`fold_psf` of the PSFs. Returns (values at +ix, values at -ix), each
+    (M, len(iy), len(ix)) (views of arrays laid out (len(iy), M, len(ix))).
     """
     kx, ky = ix * dk, iy * dk
     pos_e, pos_o = fold_positions(pos)
-    Yce, _ = fold(xp, pe @ xp.asarray(np.cos(np.outer(pos_e, kx)), device=dev), 1)
-    _, Yso = fold(xp, po @ xp.asarray(np.sin(np.outer(pos_o, kx)), device=dev), 1)
-    # Re sum p[y, x] exp(-i(kx x + ky y)) = sum p (cos kx x cos ky y - sin kx x sin ky y)
-    CC = xp.asarray(np.cos(np.outer(ky, pos_e)), device=dev) @ Yce
-    SS = xp.asarray(np.sin(np.outer(ky, pos_o)), device=dev) @ Yso
-    u = xp.asarray(lanczos_ft(kx)[None, :] * lanczos_ft(ky)[:, None], device=dev)
-    return (CC - SS) * u, (CC + SS) * u
+
+    # the lanczos15 factor is separable: it rides on the two matrices
+    uy, ux = lanczos_ft(ky)[:, None], lanczos_ft(kx)[None, :]
+
+    def part(P, trig, py, px):
+        A = xp.asarray(uy * trig(np.outer(ky, py)), device=dev, dtype=P.dtype) @ P           # (Qy, M * half_x)
+        A = xp.reshape(A, (-1, len(px))) @ xp.asarray(trig(np.outer(px, kx)) * ux, device=dev, dtype=P.dtype)
+        return xp.reshape(A, (len(ky), -1, len(kx)))                                          # (Qy, M, Qx)
+
+    CC = part(folded[0], np.cos, pos_e, pos_e)
+    SS = part(folded[1], np.sin, pos_o, pos_o)
+    return xp.permute_dims(CC - SS, (1, 0, 2)), xp.permute_dims(CC + SS, (1, 0, 2))
 
 
 def _gauss_sigma_group(xp, dev, p, flux, dk, pos):
     thresh = (1e-2 * flux)[:, None, None]
-    pe, po = fold(xp, p, 2)
-    # coarse pass (every 4th lattice point) bounds the crossing radius
+    folded = fold_psf(xp, p)
+    M = p.shape[0]
+    # coarse pass (every 4th lattice point) bounds each crossing radius from above
     kmax = 3.2
-    M = int(math.ceil(kmax / dk))
-    ix = iy = np.arange(0, M + 1, 4)
-    rp, rm = re_psf_half_planes(xp, dev, pe, po, ix, iy, dk, pos)
+    ix = iy = np.arange(0, int(math.ceil(kmax / dk)) + 1, 4)
+    rp, rm = re_psf_half_planes(xp, dev, folded, ix, iy, dk, pos)
     below = to_numpy((rp < thresh) | (rm < thresh))
     r2 = (ix[None, :] ** 2 + iy[:, None] ** 2) * dk * dk
     rc = np.sqrt(np.where(below, r2[None], np.inf).min(axis=(1, 2)))
     rc = np.where(np.isfinite(rc), rc, kmax)
-    Mf = int(math.ceil(rc.max() / dk)) + 3
-    ix = iy = np.arange(0, Mf + 1)
-    rp, rm = re_psf_half_planes(xp, dev, pe, po, ix, iy, dk, pos)
-    # ngmix labels lattice point (ix, iy) with ((ix - 1/2)^2 + (iy - 1/2)^2) dk^2 (its meshgrid is
-    # offset by half a cell on odd-sized k images); Re PSF is even, so (-ix, -iy) has the same value
-    X, Y = ix[None, :], iy[:, None]
-    lab_p = np.minimum((X - 0.5) ** 2 + (Y - 0.5) ** 2, (X + 0.5) ** 2 + (Y + 0.5) ** 2) * dk * dk
-    lab_m = np.minimum((X + 0.5) ** 2 + (Y - 0.5) ** 2, (X - 0.5) ** 2 + (Y + 0.5) ** 2) * dk * dk
-    ksq_max = np.minimum(np.where(to_numpy(rp < thresh), lab_p[None], np.inf).min(axis=(1, 2)),
-                         np.where(to_numpy(rm < thresh), lab_m[None], np.inf).min(axis=(1, 2)))
-    return np.sqrt(-2.0 * math.log(3e-3) / ksq_max)
+    # the fine pass covers each PSF's own bound, in groups of similar bounds (one slow PSF
+    # would otherwise widen the lattice of all)
+    size = 4 * np.ceil((np.ceil(rc / dk) + 3) / 4).astype(int)
+    out = np.empty(M)
+    for Mf in np.unique(size):
+        sel = np.nonzero(size == Mf)[0]
+        idx = xp.asarray(sel, device=dev)
+        sub = folded if len(sel) == M else take_psfs(xp, folded, idx, M)
+        ii = np.arange(0, Mf + 1)
+        rp, rm = re_psf_half_planes(xp, dev, sub, ii, ii, dk, pos)
+        # ngmix labels lattice point (ix, iy) with ((ix - 1/2)^2 + (iy - 1/2)^2) dk^2 (its meshgrid is
+        # offset by half a cell on odd-sized k images); Re PSF is even, so (-ix, -iy) has the same value
+        X, Y = ii[None, :], ii[:, None]
+        lab_p = np.minimum((X - 0.5) ** 2 + (Y - 0.5) ** 2, (X + 0.5) ** 2 + (Y + 0.5) ** 2) * dk * dk
+        lab_m = np.minimum((X + 0.5) ** 2 + (Y - 0.5) ** 2, (X - 0.5) ** 2 + (Y + 0.5) ** 2) * dk * dk
+        t = xp.take(thresh, idx, axis=0) if len(sel) < M else thresh
+        out[sel] = np.minimum(np.where(to_numpy(rp < t), lab_p[None], np.inf).min(axis=(1, 2)),
+                              np.where(to_numpy(rm < t), lab_m[None], np.inf).min(axis=(1, 2)))
+    return np.sqrt(-2.0 * math.log(3e-3) / out)
 
 
 
@@ -150,13 +189,13 @@ def _full_plane(xp, rp, rm):
 
 
 def _azgauss_sigma_group(xp, dev, p, flux, dk, pos):
-    pe, po = fold(xp, p, 2)
+    folded = fold_psf(xp, p)
     thresh = AZGAUSS_SMALL_KVAL * to_numpy(flux)
     # the annular mean crosses no earlier than some pixel does: a cheap pixel-wise coarse
     # pass gives the starting radius, and the lattice grows until every profile has crossed
     kmax = math.pi
     ix = np.arange(0, int(math.ceil(kmax / dk)) + 1, 4)
-    rp, rm = re_psf_half_planes(xp, dev, pe, po, ix, ix, dk, pos)
+    rp, rm = re_psf_half_planes(xp, dev, folded, ix, ix, dk, pos)
     t = xp.asarray(thresh[:, None, None], device=dev, dtype=rp.dtype)
     below = to_numpy((rp < t) | (rm < t))
     r2 = (ix[None, :] ** 2 + ix[:, None] ** 2) * dk * dk
@@ -167,8 +206,7 @@ def _azgauss_sigma_group(xp, dev, p, flux, dk, pos):
     while len(todo):
         idx = xp.asarray(todo, device=dev)
         ii = np.arange(0, M + 1)
-        rp, rm = re_psf_half_planes(xp, dev, xp.take(pe, idx, axis=0), xp.take(po, idx, axis=0),
-                                    ii, ii, dk, pos)
+        rp, rm = re_psf_half_planes(xp, dev, take_psfs(xp, folded, idx, p.shape[0]), ii, ii, dk, pos)
         full = to_numpy(_full_plane(xp, rp, rm)).reshape(len(todo), -1)
         # ngmix labels lattice point (a, b) with (a - 1/2, b - 1/2) dk: its meshgrid is offset by
         # half a cell on GalSim's odd-sized k images

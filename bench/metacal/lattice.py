@@ -61,22 +61,20 @@ class Frame:
         return (x + y) * r, (y - x) * r
 
     def matrices(self, sa: float = 1.0, sb: float = 1.0):
-        """Per part, the folded transform matrices for the lattice scaled by (sa, sb).
+        """Per part, the transform matrices for the lattice scaled by (sa, sb).
 
-        Positions are symmetric about 0, so cos needs only the even part of the data and
-        sin the odd part (see :func:`fold`), and the qb < 0 half follows from qb >= 0.
-        Returns (cos(sa qa pa_even), sin(sa qa pa_odd), cos(sb qb pb_even), sin(sb qb pb_odd))
-        with shapes (na_even, Qa), (na_odd, Qa), (Qb+, nb_even), (Qb+, nb_odd).
+        Returns (A, B): ``A = [cos(sa pa qa) | sin(sa pa qa)]``, shape (na, 2 Qa), and
+        ``B = [cos(sb qb pb); sin(sb qb pb)]`` for qb >= 0, shape (2 Qb+, nb); the qb < 0
+        half follows from qb >= 0 (:func:`dtfts`). Built once per plan and scale.
         """
         if (sa, sb) in self._mats:
             return self._mats[sa, sb]
         out = []
         qb = self.qb[:len(self.qa)]                        # the qb >= 0 half
         for p in self.parts:
-            ae, ao = fold_positions(p.pa)
-            be, bo = fold_positions(p.pb)
-            out.append((np.cos(np.outer(ae, sa * self.qa)), np.sin(np.outer(ao, sa * self.qa)),
-                        np.cos(np.outer(sb * qb, be)), np.sin(np.outer(sb * qb, bo))))
+            A = np.concatenate([np.cos(np.outer(p.pa, sa * self.qa)), np.sin(np.outer(p.pa, sa * self.qa))], axis=1)
+            B = np.concatenate([np.cos(np.outer(sb * qb, p.pb)), np.sin(np.outer(sb * qb, p.pb))], axis=0)
+            out.append((A, B))
         self._mats[sa, sb] = out
         return out
 
@@ -189,31 +187,29 @@ def _plan(n: int, scale: float, dilate: bool, step: float, weight_fwhm: float, l
 def dtfts(xp, parts, mats_list):
     """Real and imaginary parts of DTFTs of real stamps split into *parts*, one per lattice.
 
-    parts: list of (M, nb, na) arrays; mats_list: per lattice, per part, the matrices of
-    :meth:`Frame.matrices`. The first contraction (over a) is shared by all lattices.
-    Returns per lattice [Re, Im], each (M, Qb, Qa) in the frame's qb order (>= 0, then < 0).
+    parts: per part of the frame, a list of (M_i, nb, na) stamp batches (transformed as one
+    batch of sum M_i); mats_list: per lattice, per part, the matrices of :meth:`Frame.matrices`.
+    The stamps are laid out (nb, M * na) once, so each contraction is one matrix product for
+    the whole batch (a stacked product per stamp is several times slower); the contraction
+    over b is shared by all lattices.
+    Returns per lattice [Re, Im], each (Qb, M, Qa) in the frame's qb order (>= 0, then < 0).
     """
     out = [None] * len(mats_list)
-    for ip, X in enumerate(parts):
-        M, nb, na = X.shape
-        Xe, Xo = fold(xp, X, 2)
-        Ca = xp.concat([mats[ip][0] for mats in mats_list], axis=1)
-        Sa = xp.concat([mats[ip][1] for mats in mats_list], axis=1)
-        Yc = xp.reshape(xp.reshape(Xe, (M * nb, Xe.shape[2])) @ Ca, (M, nb, Ca.shape[1]))
-        Ys = xp.reshape(xp.reshape(Xo, (M * nb, Xo.shape[2])) @ Sa, (M, nb, Sa.shape[1]))
-        Yce, Yco = fold(xp, Yc, 1)
-        Yse, Yso = fold(xp, Ys, 1)
+    for ip, batches in enumerate(parts):
+        nb, na = batches[0].shape[1:]
+        Xt = xp.concat([xp.permute_dims(x, (1, 0, 2)) for x in batches], axis=1)     # (nb, M, na)
+        M = Xt.shape[1]
+        Bt = xp.concat([mats[ip][1] for mats in mats_list], axis=0) @ xp.reshape(Xt, (nb, M * na))
         off = 0
         for il, mats in enumerate(mats_list):
-            _, _, Cb, Sb = mats[ip]
-            Qa = mats[ip][0].shape[1]
-            s = slice(off, off + Qa)
-            off += Qa
-            CC, SS = Cb @ Yce[:, :, s], Sb @ Yso[:, :, s]
-            SC, CS = Sb @ Yco[:, :, s], Cb @ Yse[:, :, s]
+            A, B = mats[ip]
+            h, Qa = B.shape[0] // 2, A.shape[1] // 2
+            Y = xp.reshape(xp.reshape(Bt[off:off + 2 * h], (2 * h * M, na)) @ A, (2 * h, M, 2 * Qa))
+            off += 2 * h
+            CC, CS, SC, SS = Y[:h, :, :Qa], Y[:h, :, Qa:], Y[h:, :, :Qa], Y[h:, :, Qa:]
             # exp(-i(qa pa + qb pb)) = (ca cb - sa sb) - i (sa cb + ca sb); sin flips with qb
-            fr = xp.concat([CC - SS, (CC + SS)[:, 1:]], axis=1)
-            fi = xp.concat([-(SC + CS), (SC - CS)[:, 1:]], axis=1)
+            fr = xp.concat([CC - SS, (CC + SS)[1:]], axis=0)
+            fi = xp.concat([-(SC + CS), (SC - CS)[1:]], axis=0)
             if out[il] is None:
                 out[il] = [fr, fi]
             else:
@@ -222,12 +218,14 @@ def dtfts(xp, parts, mats_list):
     return out
 
 
-def split(xp, x, frame: Frame, dev):
-    """The stamp batch x (M, n, n) as the frame's dense parts."""
+def split(xp, batches, frame: Frame, dev):
+    """The stamp batches (each (M_i, n, n)) as the frame's dense parts: per part, a list of batches."""
     if frame.parts[0].gather is None:
-        return [x]
-    M, n = x.shape[0], x.shape[-1]
-    flat = xp.concat([xp.reshape(x, (M, n * n)), xp.zeros((M, 1), dtype=x.dtype, device=dev)], axis=1)
-    return [xp.reshape(xp.take(flat, xp.asarray(p.gather.ravel(), device=dev), axis=1),
-                       (M,) + p.gather.shape) for p in frame.parts]
+        return [list(batches)]
 
+    def gather(x, p):
+        M, n = x.shape[0], x.shape[-1]
+        flat = xp.concat([xp.reshape(x, (M, n * n)), xp.zeros((M, 1), dtype=x.dtype, device=dev)], axis=1)
+        return xp.reshape(xp.take(flat, xp.asarray(p.gather.ravel(), device=dev), axis=1), (M,) + p.gather.shape)
+
+    return [[gather(x, p) for x in batches] for p in frame.parts]
