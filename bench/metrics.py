@@ -90,7 +90,8 @@ class ImageQualityMetric:
     ``update(pred, truth, snr_bin)`` takes (N, B, n, n) stamps and (N,) bin labels;
     ``add(psnr, ssim, snr_bin)`` takes per-object scores computed elsewhere (a Dask worker);
     ``compute()`` returns a pandas DataFrame with the median and mean PSNR, the mean SSIM
-    (both averaged over bands per object first) and the object count per bin and overall.
+    (both averaged over bands per object first), their spread over objects (16th and 84th
+    percentiles, ``psnr_p16`` ... ``ssim_p84``) and the object count per bin and overall.
     Objects whose prediction is not finite are counted in ``n_failed`` and left out.
     """
 
@@ -124,8 +125,12 @@ class ImageQualityMetric:
         for label in sorted(set(b.tolist()) | set(failed.tolist())) + ["all"]:
             sel = np.ones(len(b), bool) if label == "all" else b == label
             nf = len(failed) if label == "all" else int(np.sum(failed == label))
+            def q(a, pct):      # the spread: 16th and 84th percentiles (+-1 sigma for a Gaussian)
+                return float(np.percentile(a[sel & np.isfinite(a)], pct)) if (sel & np.isfinite(a)).any() else np.nan
+
             rows.append({"snr_bin": label, "psnr_median": float(np.median(p[sel])) if sel.any() else np.nan,
                          "psnr_mean": float(np.mean(p[sel])) if sel.any() else np.nan,
                          "ssim_mean": float(np.mean(s[sel])) if sel.any() else np.nan,
+                         "psnr_p16": q(p, 16), "psnr_p84": q(p, 84), "ssim_p16": q(s, 16), "ssim_p84": q(s, 84),
                          "n": int(sel.sum()), "n_failed": nf})
         return pd.DataFrame(rows).set_index("snr_bin")

@@ -32,7 +32,8 @@ def load_run(path: str) -> dict:
 
 
 _NUMBERS = ("time_per_5000_s", "peak_memory_bytes", "warmup_s", "compile_s", "n_samples", "n_bands")
-_BIN_NUMBERS = ("snr_lo", "snr_hi", "n", "psnr_db", "ssim", "m", "m_err", "c", "c_err", "n_images_failed")
+_BIN_NUMBERS = ("snr_lo", "snr_hi", "n", "psnr_db", "ssim", "m", "m_err", "c", "c_err", "n_images_failed",
+                "psnr_p16", "psnr_p84", "ssim_p16", "ssim_p84")
 
 
 def _check_schema(data: dict, path) -> None:

@@ -151,6 +151,9 @@ def _by_snr(dataset, name, cls, device, method, client=None, config=CONFIG, plac
         if q is not None and label in q.index:
             row.update(n=int(q.loc[label, "n"]), psnr_db=float(q.loc[label, "psnr_mean"]),
                        ssim=float(q.loc[label, "ssim_mean"]), n_images_failed=int(q.loc[label, "n_failed"]))
+            for k in ("psnr_p16", "psnr_p84", "ssim_p16", "ssim_p84"):      # the spread over objects
+                v = float(q.loc[label, k])
+                row[k] = v if np.isfinite(v) else None
         if label in s.index:
             b = s.loc[label]
             def num(v):        # NaN (a bin with fewer than 2 usable quads) is written as null

@@ -47,7 +47,12 @@ def test_metric_accumulates_per_bin(pair):
     t = m.compute()
     assert list(t.index) == [0, 1, "all"]
     assert t.loc["all", "n"] == 5 and t.loc["all", "n_failed"] == 1 and t.loc[0, "n_failed"] == 1
-    assert t.loc["all", "psnr_mean"] == pytest.approx(np.mean(np.r_[psnr(pred[:3], truth[:3]), psnr(pred[4:], truth[4:])]))
+    kept = np.r_[psnr(pred[:3], truth[:3]), psnr(pred[4:], truth[4:])]
+    assert t.loc["all", "psnr_mean"] == pytest.approx(np.mean(kept))
+    # the spread is over the objects kept, percentiles as numpy computes them
+    assert t.loc["all", "psnr_p16"] == pytest.approx(np.percentile(kept, 16))
+    assert t.loc["all", "psnr_p84"] == pytest.approx(np.percentile(kept, 84))
+    assert t.loc["all", "psnr_p16"] < t.loc["all", "psnr_median"] < t.loc["all", "psnr_p84"]
     with pytest.raises(BenchValueError):
         m.update(pred, truth, np.zeros(6))
 
