@@ -25,7 +25,7 @@ import numbers
 import sys
 
 from .errors import BenchValueError
-from .report import load_run, reference_time, rows
+from .results import load_run, reference_time, rows
 
 
 def compare(baseline: dict, current: dict, *, time_threshold: float = 0.25, psnr_drop: float = 0.5,
@@ -90,7 +90,7 @@ def _num(v) -> bool:
 
 def main(argv=None) -> int:
     from .cli import make_parser
-    from .report import markdown_table
+    from .tables import markdown_table
 
     p = make_parser("python -m bench.compare", "Fail (exit 1) on speed, PSNR or shear-bias regressions.")
     p.add_argument("baseline", help="baseline benchmark JSON (e.g. reports/baseline-ci.json)")

@@ -1,4 +1,5 @@
-"""The report's figures: m against SNR per placement, PSNR and SSIM, time and memory, the gallery.
+"""The report's figures: m against SNR per placement, PSNR and SSIM with their spread, time and
+memory (bars and a time-against-memory scatter), the gallery, the history across runs.
 
 Each function returns PNG bytes encoded in base64 (or a matplotlib figure), for
 :mod:`bench.report` to write and embed.
@@ -105,53 +106,93 @@ def m_vs_snr_figure(runs):
     return fig
 
 
-def plots(runs) -> dict[str, str]:
-    import matplotlib
-    matplotlib.use("Agg")
+def quality_figure(runs):
+    """PSNR and SSIM against SNR per method: the mean, and the 16th-84th percentile band over objects."""
     import matplotlib.pyplot as plt
 
-    figs = {}
-    figs["m_vs_snr"] = _png(m_vs_snr_figure(runs))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     colours = method_colours(runs)
     for run in runs:
         df = rows(run)
-        for _, r in df[df["psnr_db"].notna() & ~df["method"].str.endswith("+metacal")].iterrows():
+        for _, r in df[df["psnr_db"].notna() & ~df["method"].str.contains("+metacal", regex=False)].iterrows():
             rs, x = _snr_centres(r["by_snr"])
             lbl = r["method"] + (f" ({run['label']})" if len(runs) > 1 else "")
             c = colours.get(r["base_method"])
-            axes[0].plot(x, [q["psnr_db"] for q in rs], "o-", label=lbl, color=c)
-            axes[1].plot(x, [q["ssim"] for q in rs], "o-", label=lbl, color=c)
+            for ax, key, lo, hi in ((axes[0], "psnr_db", "psnr_p16", "psnr_p84"), (axes[1], "ssim", "ssim_p16", "ssim_p84")):
+                ax.plot(x, [np.nan if q.get(key) is None else q[key] for q in rs], "o-", label=lbl, color=c, ms=4)
+                if all(q.get(lo) is not None and q.get(hi) is not None for q in rs):
+                    ax.fill_between(x, [q[lo] for q in rs], [q[hi] for q in rs], color=c, alpha=0.15, lw=0)
     for ax, lab in zip(axes, ("PSNR (dB)", "SSIM")):
         _snr_axis(ax)
-        ax.set_ylabel(lab)
+        ax.set_ylabel(lab + "; band: 16th-84th percentile")
     axes[0].legend(fontsize=8)
-    figs["quality_vs_snr"] = _png(fig)
+    fig.tight_layout()
+    return fig
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 + 0.35 * max(len(rows(r)) for r in runs)))
+
+def _kind_marker(method: str) -> str:
+    if "shear-then-deconvolve" in method:
+        return "^"
+    return "s" if "+metacal" in method else "o"
+
+
+def time_memory_figure(runs):
+    """Left: time per 5000 per row (log), labelled with the speed-up over the GalSim loop.
+    Right: time against peak memory, one point per row that has both, one colour per method."""
+    import matplotlib.pyplot as plt
+
+    colours = method_colours(runs)
+    n_rows = max(len(rows(r)) for r in runs)
+    fig, axes = plt.subplots(1, 2, figsize=(11, max(3.8, 0.5 + 0.3 * n_rows)))
     for k, run in enumerate(runs):
         df = rows(run)
         t = df[df["time_per_5000_s"].notna() & (df["method"] != "reference-workload")]
         y = np.arange(len(t)) + 0.8 * k / max(len(runs), 1)
-        axes[0].barh(y, t["time_per_5000_s"], height=0.8 / len(runs), label=run["label"])
+        axes[0].barh(y, t["time_per_5000_s"], height=0.8 / len(runs), label=run["label"],
+                     color=[colours.get(b, "0.6") for b in t["base_method"]],
+                     hatch=None if k == 0 else "//")
         for yi, v, speed in zip(y, t["time_per_5000_s"], speedups(t)):
             if speed:
                 axes[0].text(v, yi, f" {speed:.0f}x", va="center", fontsize=7)
         axes[0].set_yticks(np.arange(len(t)))
-        axes[0].set_yticklabels(t["method"], fontsize=8)
-        mem = df[df["peak_memory_bytes"].notna()]
-        axes[1].barh(np.arange(len(mem)) + 0.8 * k / len(runs), mem["peak_memory_bytes"] / 2 ** 20,
-                     height=0.8 / len(runs), label=run["label"])
-        axes[1].set_yticks(np.arange(len(mem)))
-        axes[1].set_yticklabels(mem["method"], fontsize=8)
+        axes[0].set_yticklabels(t["method"], fontsize=7)
+        both = t[t["peak_memory_bytes"].notna() & (t["peak_memory_bytes"].astype(float) > 0)]
+        for _, r in both.iterrows():
+            mem = float(r["peak_memory_bytes"]) / 2 ** 20
+            axes[1].scatter(mem, r["time_per_5000_s"], color=colours.get(r["base_method"], "0.6"),
+                            marker=_kind_marker(r["method"]), s=36, edgecolors="k" if k else "none")
+            axes[1].annotate(r["method"] + (f" ({run['label']})" if len(runs) > 1 else ""),
+                             (mem, r["time_per_5000_s"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    axes[0].invert_yaxis()
     axes[0].set_xscale("log")
     axes[0].set_xlabel("time per 5000 samples (s); label: speed-up over the GalSim loop")
-    axes[1].set_xlabel("peak memory (MiB)")
+    for ax in (axes[1],):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("peak memory (MiB)")
+        ax.set_ylabel("time per 5000 samples (s)")
+        ax.set_title("o: method alone, s: inside metacal, ^: after the shear", fontsize=8)
+        ax.grid(alpha=0.3, which="both")
     if len(runs) > 1:
         axes[0].legend(fontsize=8)
     fig.tight_layout()
-    figs["time_memory"] = _png(fig)
-    return figs
+    return fig
+
+
+def plots(runs) -> dict[str, str]:
+    import matplotlib
+    matplotlib.use("Agg")
+
+    return {"m_vs_snr": _png(m_vs_snr_figure(runs)), "quality_vs_snr": _png(quality_figure(runs)),
+            "time_memory": _png(time_memory_figure(runs))}
+
+
+def history_plot(runs) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+
+    from .history import trend_figure
+    return _png(trend_figure(runs, method_colours(runs)))
 
 
 def gallery(run) -> str | None:

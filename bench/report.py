@@ -1,11 +1,17 @@
-"""Comparison report from benchmark JSON files: ``python -m bench.report FILE [FILE ...] --out DIR``.
+"""Comparison report from benchmark JSON files: ``python -m bench.report FILE|DIR [...] --out DIR``.
 
 Writes ``DIR/report.md`` and a self-contained ``DIR/report.html`` (plots embedded as
-PNG data URIs): a summary table per method, m against SNR with error bars and the
-|m| < 2e-3 band, PSNR and SSIM against SNR, time per 5000 samples (log scale, with the
-speed-up over the one-object GalSim loop) and peak memory, a gallery of example
-stamps, the machine and library versions, and the skipped benchmarks with their
-reasons. Several files (a CPU and a GPU run, or two commits) are compared side by side.
+PNG data URIs, tables sortable by a click, no network): a headline generated from the data
+with the best PSNR and SSIM per SNR bin, the summary in three tables by what a row measures
+(:mod:`bench.tables`), the per-bin table, m against SNR per placement with error bars and
+the requirement bands, PSNR and SSIM with their spread, time per 5000 samples and a
+time-against-memory scatter, a gallery (observed, truth, each method and its residual), the
+machine and library versions, and the skipped benchmarks with their reasons.
+
+Up to three files (a CPU and a GPU run, or two commits) are compared side by side. Given a
+directory (e.g. ``.ci/artifacts``) or more files, the sections describe the newest run and a
+history section follows every run (:mod:`bench.history`): trends of normalised time, PSNR
+and m, with the points the regression gate would fail marked.
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .figures import gallery, plots
+from .figures import gallery, history_plot, plots
+from .history import expand, ordered, trend_table
 from .results import (M_GOAL, NOT_METACAL, galsim_loop_time, load_run, reference_time, rows,  # noqa: F401
                       speedups)
+from .tables import (SORT_SCRIPT, best_per_bin, by_snr_table, comparison_table, display,  # noqa: F401
+                     grouped_tables, html_table, markdown_table, summary_table)
 
 CONVENTIONS = (
     "PSNR against the truth stamp with that stamp's data range (max - min); "
@@ -37,118 +46,6 @@ CONVENTIONS = (
     "the reconvolution PSF, and the moments are measured on its output); their PSNR and SSIM are null, "
     "as the method never sees the observed stamps."
 )
-
-
-# --------------------------------------------------------------------------- tables
-def _fmt(v, spec):
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "-"
-    return format(v, spec)
-
-
-def summary_table(df):
-    """Per method: time, speed-up over the GalSim loop, memory, PSNR, SSIM, m, c (all SNR).
-
-    The GalSim loop is timed per single-band stamp, so a row of B-band samples is
-    compared with B times its time.
-    """
-    import pandas as pd
-
-    t = df[df["time_per_5000_s"].notna() | df["m"].notna()].copy()
-    t["speedup_vs_galsim_loop"] = speedups(t)
-    t["peak_memory_mib"] = [v / 2 ** 20 if v else None for v in t["peak_memory_bytes"]]
-    t["placement"] = [p if isinstance(p, str) else "-" for p in t["placement"]]
-    cols = ["method", "placement", "framework", "device", "n_samples", "n_bands", "time_per_5000_s",
-            "speedup_vs_galsim_loop",
-            "warmup_s", "compile_s", "peak_memory_mib", "psnr_db", "ssim", "m", "m_err", "c", "c_err"]
-    return pd.DataFrame(t[cols]).reset_index(drop=True)
-
-
-FORMATS = {"time_per_5000_s": ".3g", "warmup_s": ".2g", "compile_s": ".2g", "speedup_vs_galsim_loop": ".0f",
-           "peak_memory_mib": ".0f",
-           "psnr_db": ".2f", "ssim": ".3f", "n": "d", "quads_dropped": "d", "m": "+.4f", "m_err": ".4f", "c": "+.5f", "c_err": ".5f",
-           "n_samples": "d", "n_bands": "d", "time_ratio": ".2f"}
-
-
-HEADERS = {"time_per_5000_s": "time / 5000 (s)", "speedup_vs_galsim_loop": "speed-up vs GalSim loop",
-           "warmup_s": "warm-up (s)", "compile_s": "compile (s)", "peak_memory_mib": "peak memory (MiB)",
-           "psnr_db": "PSNR (dB)", "ssim": "SSIM", "n_samples": "samples", "n_bands": "bands",
-           "quads_dropped": "quads dropped", "m": "m", "c": "c"}
-
-
-def display(df):
-    """The table as a reader sees it: values and their errors as '+0.0431 ± 0.0053', one number
-    format per column (FORMATS), headers with units."""
-    import pandas as pd
-
-    out = pd.DataFrame(index=df.index)
-    for col in df.columns:
-        if col in ("m_err", "c_err"):
-            continue
-        vals = df[col]
-        err = df.get(col + "_err") if col in ("m", "c") else None
-        spec = FORMATS.get(col, ".4g")
-        cells = []
-        for i, v in enumerate(vals):
-            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-                cell = _fmt(int(v) if spec == "d" and np.isfinite(v) else float(v), spec)
-                e = None if err is None else err.iloc[i]
-                if cell != "-" and e is not None and np.isfinite(e):
-                    cell += " ± " + _fmt(float(e), FORMATS[col + "_err"])
-            else:
-                cell = "-" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
-            cells.append(cell)
-        out[HEADERS.get(col, col)] = cells
-    return out
-
-
-def markdown_table(df) -> str:
-    head = "| " + " | ".join(df.columns) + " |"
-    sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    lines = [head, sep]
-    for _, r in df.iterrows():
-        cells = []
-        for c in df.columns:
-            v = r[c]
-            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-                cells.append(_fmt(int(v) if FORMATS.get(c) == "d" else float(v), FORMATS.get(c, ".4g")))
-            else:
-                cells.append("-" if v is None else str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def by_snr_table(df):
-    """One row per method and SNR bin: PSNR, SSIM, m and c with errors (methods rows only, no '+metacal' twins)."""
-    import pandas as pd
-
-    out = []
-    for _, r in df.iterrows():
-        if not r["by_snr"] or r["method"].endswith("+metacal"):
-            continue
-        for b in r["by_snr"]:
-            out.append({"method": r["method"], "placement": r["placement"] if isinstance(r["placement"], str) else "-",
-                        "snr": "all" if b.get("snr_bin") == "all"
-                        else f"{b['snr_lo']:g}-{b['snr_hi']:g}", "n": b.get("n"),
-                        "psnr_db": b.get("psnr_db"), "ssim": b.get("ssim"), "m": b.get("m"),
-                        "m_err": b.get("m_err"), "c": b.get("c"), "c_err": b.get("c_err"),
-                        "quads_dropped": b.get("n_quads_dropped")})
-    return pd.DataFrame(out)
-
-
-def comparison_table(runs):
-    """Time per 5000 of every method in every run, side by side, and the ratio to the first."""
-    import pandas as pd
-
-    merged = None
-    for run in runs:
-        d = rows(run)[["method", "device", "time_per_5000_s"]].dropna(subset=["time_per_5000_s"])
-        d = d.rename(columns={"time_per_5000_s": f"time_{run['label']}", "device": f"device_{run['label']}"})
-        merged = d if merged is None else pd.merge(merged, d, on="method", how="outer")
-    first = f"time_{runs[0]['label']}"
-    for run in runs[1:]:
-        merged[f"ratio_{run['label']}"] = merged[f"time_{run['label']}"] / merged[first]
-    return merged
 
 
 def headline(run) -> list[str]:
@@ -206,7 +103,17 @@ def _metacal_line(m) -> str:
     return f"kernel {m.get('kernel')}, {corr}, step {m.get('step')}, weight FWHM {m.get('weight_fwhm')} arcsec"
 
 
-def build(runs, out: Path, *, with_gallery: bool = True) -> tuple[Path, Path]:
+STYLE = ("body{font-family:sans-serif;max-width:1180px;margin:auto;padding:0 12px}"
+         "table{border-collapse:collapse;font-size:12px;margin-bottom:8px}"
+         "td,th{border:1px solid #ccc;padding:2px 5px;text-align:right}"
+         "td:first-child,th:first-child{text-align:left}th{cursor:pointer;background:#f4f4f4}"
+         "img{max-width:100%;height:auto}.wrap{overflow-wrap:anywhere}")
+
+
+def build(runs, out: Path, *, with_gallery: bool = True, history: list | None = None) -> tuple[Path, Path]:
+    """Write report.md and report.html for *runs* (side by side) and, if given, the *history* runs."""
+    import pandas as pd
+
     figs = plots(runs)
     if with_gallery:
         try:
@@ -216,23 +123,35 @@ def build(runs, out: Path, *, with_gallery: bool = True) -> tuple[Path, Path]:
             print(f"gallery skipped: {type(err).__name__}: {err}", file=sys.stderr)
         if g:
             figs["gallery"] = g
-    sections = []
+    if history and len(history) > 1:
+        figs["history"] = history_plot(history)
+    sections = []        # (title, display table, open by default)
     for run in runs:
-        summary, per_bin = summary_table(rows(run)), by_snr_table(rows(run))
-        summary, per_bin = display(summary), display(per_bin) if len(per_bin) else per_bin
-        sections.append((f"Summary: {run['label']}", markdown_table(summary), summary))
+        suffix = f": {run['label']}" if len(runs) > 1 else ""
+        for title, part in grouped_tables(rows(run)):
+            sections.append((title + suffix, display(part), True))
+        per_bin = by_snr_table(rows(run))
         if len(per_bin):
-            sections.append((f"Per SNR bin: {run['label']}", markdown_table(per_bin), per_bin))
+            sections.append(("Per SNR bin" + suffix, display(per_bin), False))
     if len(runs) > 1:
-        comp = comparison_table(runs)
-        sections.append(("Side by side: time per 5000 samples (s)", markdown_table(comp), comp))
+        sections.append(("Side by side: time per 5000 samples (s)", display(comparison_table(runs)), True))
+    if history and len(history) > 1:
+        trend = trend_table(history)
+        fails = trend[trend["gate"].str.startswith("fail")][["run", "method", "gate"]]
+        if not len(fails):
+            fails = pd.DataFrame([{"run": "-", "method": "-", "gate": "no run fails the gate against the one before"}])
+        sections.append(("History: gate failures against the previous run", fails, True))
     skipped = [(run["label"], s) for run in runs for s in run.get("deconvbench", {}).get("skipped", [])]
     heads = [ln for run in runs for ln in headline(run)]
-    md = ["# Deconvolution benchmark report", ""] + [f"- {ln}" for ln in heads] + ["", f"Conventions: {CONVENTIONS}", ""]
-    for title, table_md, _ in sections:
-        md += [f"## {title}", "", table_md, ""]
-    for key, title in (("m_vs_snr", "m against SNR"), ("quality_vs_snr", "PSNR and SSIM against SNR"),
-                       ("time_memory", "Time and memory"), ("gallery", "Examples (r band)")):
+    best = [(run["label"], best_per_bin(rows(run))) for run in runs]
+    best = [(lab, b) for lab, b in best if len(b)]
+    md = ["# Deconvolution benchmark report", ""] + [f"- {ln}" for ln in heads] + [""]
+    for lab, b in best:
+        md += [f"Best per SNR bin{': ' + lab if len(runs) > 1 else ''}:", "", markdown_table(b), ""]
+    md += [f"Conventions: {CONVENTIONS}", ""]
+    for title, table, _ in sections:
+        md += [f"## {title}", "", markdown_table(table), ""]
+    for key, title in FIGURES:
         if key in figs:
             md += [f"## {title}", "", f"![{title}]({key}.png)", ""]
     md += ["## Machine", ""] + [ln for run in runs for ln in machine_lines(run)] + [""]
@@ -243,25 +162,35 @@ def build(runs, out: Path, *, with_gallery: bool = True) -> tuple[Path, Path]:
     md_path = out / "report.md"
     _atomic_write(md_path, "\n".join(md) + "\n")
 
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Deconvolution benchmark report</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
-             "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}</style></head><body>",
+    parts = ["<!doctype html><html><head><meta charset='utf-8'>"
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+             f"<title>Deconvolution benchmark report</title><style>{STYLE}</style></head><body>",
              "<h1>Deconvolution benchmark report</h1>",
-             "<ul>" + "".join(f"<li>{html.escape(ln).replace('`', '')}</li>" for ln in heads) + "</ul>",
-             f"<p>Conventions: {html.escape(CONVENTIONS)}</p>"]
-    for title, _, df in sections:
-        parts += [f"<h2>{html.escape(title)}</h2>",
-                  df.to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}", classes="results")]
-    for key, data in figs.items():
-        parts.append(f"<h2>{key.replace('_', ' ')}</h2><img src='data:image/png;base64,{data}'>")
-    parts += ["<h2>Machine</h2><pre>" + html.escape("\n".join(ln for run in runs for ln in machine_lines(run)))
-              + "</pre>", "<h2>Skipped</h2><ul>"]
+             "<ul class='wrap'>" + "".join(f"<li>{html.escape(ln).replace('`', '')}</li>" for ln in heads) + "</ul>"]
+    for lab, b in best:
+        parts += [f"<p>Best per SNR bin{': ' + html.escape(lab) if len(runs) > 1 else ''}:</p>", html_table(b)]
+    parts.append(f"<details><summary>Conventions</summary><p class='wrap'>{html.escape(CONVENTIONS)}</p></details>")
+    for title, table, is_open in sections:
+        body = f"<h2>{html.escape(title)}</h2>" + html_table(table)
+        parts.append(body if is_open else f"<details><summary><b>{html.escape(title)}</b> "
+                                           f"({len(table)} rows)</summary>{html_table(table)}</details>")
+    for key, title in FIGURES:
+        if key in figs:
+            parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
+                         f"src='data:image/png;base64,{figs[key]}'>")
+    parts += ["<h2>Machine</h2><pre class='wrap' style='white-space:pre-wrap'>"
+              + html.escape("\n".join(ln for run in runs for ln in machine_lines(run))) + "</pre>", "<h2>Skipped</h2><ul>"]
     parts += [f"<li>{html.escape(lab)} {html.escape(s['test'])}: {html.escape(s['reason'])}</li>"
               for lab, s in skipped] or ["<li>none</li>"]
-    parts.append("</ul></body></html>")
+    parts.append(f"</ul><script>{SORT_SCRIPT}</script></body></html>")
     html_path = out / "report.html"
     _atomic_write(html_path, "\n".join(parts))
     return md_path, html_path
+
+
+FIGURES = (("m_vs_snr", "m against SNR"), ("quality_vs_snr", "PSNR and SSIM against SNR"),
+           ("time_memory", "Time and memory"), ("gallery", "Examples (r band): outputs and residuals"),
+           ("history", "History across runs"))
 
 
 def _atomic_write(path: Path, text: str):
@@ -270,21 +199,32 @@ def _atomic_write(path: Path, text: str):
     os.replace(tmp, path)
 
 
+#: at most this many runs are compared side by side; more (or a directory) make a history
+SIDE_BY_SIDE = 3
+
+
 def main(argv=None) -> int:
     from .cli import make_parser
 
     p = make_parser("python -m bench.report", "Write report.md and report.html from benchmark JSON files.")
-    p.add_argument("files", nargs="+", help="benchmark JSON files (pytest bench/ --benchmark-json=FILE)")
+    p.add_argument("files", nargs="+", help="benchmark JSON files (pytest bench/ --benchmark-json=FILE), or "
+                                            "directories of them (a history, e.g. .ci/artifacts)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--no-gallery", action="store_true", help="skip the example stamps")
     a = p.parse_args(argv)
-    runs = [load_run(f) for f in a.files]          # all inputs are checked before anything is written
+    files, had_dir = expand(a.files)
+    runs = [load_run(f) for f in files]          # all inputs are checked before anything is written
     seen: dict[str, int] = {}
     for run in runs:                               # the same file name twice: label them apart
         k = seen[run["label"]] = seen.get(run["label"], 0) + 1
         if k > 1:
             run["label"] = f"{run['label']}-{k}"
-    md, ht = build(runs, Path(a.out), with_gallery=not a.no_gallery)
+    history = None
+    if had_dir or len(runs) > SIDE_BY_SIDE:
+        history, runs = ordered(runs), ordered(runs)[-1:]        # details of the newest run
+    elif len(runs) > 1:
+        history = runs
+    md, ht = build(runs, Path(a.out), with_gallery=not a.no_gallery, history=history)
     print(f"wrote {md} and {ht}")
     return 0
 
