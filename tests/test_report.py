@@ -190,3 +190,60 @@ def test_headline_is_generated_from_the_data():
     # fourier+metacal has m = 0.001 +- 0.002 in its one bin (SNR 10-40): within 3 sigma
     assert "deconvolve-then-shear: m within 3 sigma" in lines[1] and "for `fourier`" in lines[1]
     assert lines[-1].startswith("Machine:")
+
+
+def _commit(data, i):
+    d = copy.deepcopy(data)
+    d["commit_info"] = {"id": f"{i:07d}abcdef", "time": f"2026-11-{10 + i:02d}T12:00:00"}
+    return d
+
+
+def test_history_orders_runs_and_marks_what_the_gate_fails(tmp_path):
+    """Three commits in a directory: the third slows wiener-fftw 1.6x; the trend table and the report say so."""
+    from bench.history import trend_table
+    from bench.results import load_run
+
+    hist = tmp_path / "artifacts"
+    hist.mkdir()
+    # written out of order: the history sorts by commit time, not by file name
+    _write(hist, "c.json", _commit(_scaled(1.0, **{}), 1))
+    _write(hist, "a.json", _commit(_scaled(1.0), 2))
+    slow = _commit(_scaled(1.0), 3)
+    next(b for b in slow["benchmarks"] if b["extra_info"]["method"] == "wiener-fftw")["extra_info"][
+        "time_per_5000_s"] *= 1.6
+    _write(hist, "b.json", slow)
+    t = trend_table([load_run(p) for p in sorted(hist.glob("*.json"))])
+    assert list(t.drop_duplicates("run")["run"]) == ["c", "a", "b"]
+    w = t[t["method"] == "wiener-fftw"].set_index("run")
+    assert w.loc["c", "gate"] == "-" and w.loc["a", "gate"] == "ok"
+    assert w.loc["b", "gate"].startswith("fail: time per 5000 samples +60%")
+    assert w.loc["b", "time_norm"] == pytest.approx(0.4 * 1.6 / 0.05)         # normalised by the workload
+    assert (t[t["method"] != "wiener-fftw"]["gate"] != "fail").all()
+    out = tmp_path / "rep"
+    r = run_module("bench.report", hist, "--out", out, "--no-gallery")
+    assert r.returncode == 0, r.stderr
+    md = (out / "report.md").read_text()
+    assert (out / "history.png").exists() and "History across runs" in md
+    assert "| b | wiener-fftw | fail: time per 5000 samples +60%" in md
+    assert "Side by side" not in md                 # a history details the newest run only
+
+
+def test_history_of_an_empty_directory_exits_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = run_module("bench.report", tmp_path / "empty", "--out", tmp_path / "rep")
+    assert r.returncode == 2 and "holds no .json benchmark files" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_summary_is_grouped_by_what_a_row_measures_and_best_per_bin():
+    from bench.report import best_per_bin, grouped_tables, rows
+    d = copy.deepcopy(BASE)
+    d["benchmarks"].append(_row("dwdn", 30.0, psnr=38.0))
+    groups = dict(grouped_tables(rows(d)))
+    assert set(groups) == {"Deconvolution alone", "Method inside metacal", "Reference workloads"}
+    assert list(groups["Deconvolution alone"]["method"]) == ["wiener-fftw", "dwdn"]
+    assert list(groups["Method inside metacal"]["method"]) == ["fourier+metacal"]
+    assert set(groups["Reference workloads"]["method"]) == {"reference-workload", "galsim-loop[dilate]"}
+    assert "m" not in groups["Deconvolution alone"]       # m belongs to the metacal rows only
+    best = best_per_bin(rows(d))
+    assert best.to_dict("records") == [{"SNR": "10-40", "best PSNR (dB)": "dwdn (38.00)",
+                                        "best SSIM": "wiener-fftw (0.800)"}]
