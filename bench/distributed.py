@@ -124,12 +124,21 @@ def _save_atomic(path: Path, arrays: dict) -> None:
 _METHODS: dict = {}     # per worker process: methods built once (weights, plans, compiled code)
 
 
+def dataset_params(spec) -> dict:
+    """What a shard of a dataset cache takes from the driver's spec, not from the file: the
+    driver's spec is the one source of truth, in-process and on Dask alike."""
+    return {"pixel_scale": float(spec.pixel_scale), "noise_pairing": spec.noise_pairing}
+
+
 def process_shard(source: str, start: int, stop: int, work_dir: str, *, metacal_kwargs: dict,
                   method: str | None = None, device: str = "cpu", quality: bool = False,
-                  placement: str = "deconvolve-then-shear") -> str:
+                  placement: str = "deconvolve-then-shear", dataset: dict | None = None) -> str:
     """One task: samples [start, stop) of *source* through *method* (if any) and metacal.
 
-    *placement* says where the method sits (:data:`bench.pipeline.PLACEMENTS`).
+    *placement* says where the method sits (:data:`bench.pipeline.PLACEMENTS`). *dataset*
+    (:func:`dataset_params` of the driver's spec) gives the pixel scale and noise pairing of
+    a dataset cache; a cache whose own ``spec`` attribute disagrees is refused. Without it
+    (an input file of ``python -m bench.metacal``) they come from the file's attributes.
 
     Writes ``shard-START-STOP.npz`` in *work_dir* with the metacal outputs and, with
     *quality*, per-object PSNR and SSIM against ``truth`` (band means; NaN where the
@@ -148,7 +157,16 @@ def process_shard(source: str, start: int, stop: int, work_dir: str, *, metacal_
                                                 "quad_id", "rotation")
                 if k in f and (k != "truth" or quality)}
         spec = json.loads(f.attrs["spec"]) if "spec" in f.attrs else {}
-        pixel_scale = float(f.attrs["pixel_scale"]) if "pixel_scale" in f.attrs else spec["pixel_scale"]
+        pixel_scale = float(f.attrs["pixel_scale"]) if "pixel_scale" in f.attrs else spec.get("pixel_scale")
+    if dataset is not None:
+        for key in ("pixel_scale", "noise_pairing"):
+            if key in spec and spec[key] != dataset[key]:
+                raise BenchValueError(f"{source}: the cache's spec says {key} = {spec[key]!r}, the run's spec "
+                                      f"{dataset[key]!r}: the file was changed; delete it to rebuild it")
+        pixel_scale = dataset["pixel_scale"]
+        spec = {**spec, "noise_pairing": dataset["noise_pairing"]}
+    if pixel_scale is None:
+        raise BenchValueError(f"{source}: no pixel_scale attribute")
     cfg = MetacalConfig(**metacal_kwargs)
     noise, keys = data.get("noise"), np.arange(start, stop)      # keys: global, whatever the sharding
     if cfg.noise_correction and noise is None and "quad_id" in data:
@@ -233,7 +251,8 @@ def run_shards(client, source, n_samples: int, work_dir, *, shard_size: int = SH
         What else the shards depend on (the user's input file, the method's weights), added
         to the manifest, so that finished shards are reused only for the same. [default: None]
     **task_kwargs
-        ``metacal_kwargs``, ``method``, ``device``, ``quality``, ``placement``: see :func:`process_shard`.
+        ``metacal_kwargs``, ``method``, ``device``, ``quality``, ``placement``, ``dataset``: see
+        :func:`process_shard`.
     """
     work_dir = Path(work_dir)
     bounds = shard_bounds(n_samples, shard_size)
@@ -259,5 +278,5 @@ def gather_outputs(paths) -> dict[str, np.ndarray]:
     return out
 
 
-__all__ = ["SHARD_SIZE", "close", "connect", "file_identity", "gather_outputs", "process_shard", "remove_shards",
+__all__ = ["SHARD_SIZE", "close", "connect", "dataset_params", "file_identity", "gather_outputs", "process_shard", "remove_shards",
            "run_shards", "shard_bounds", "write_h5"]

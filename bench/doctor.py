@@ -187,7 +187,7 @@ def check_dask_cuda(ctx: Context):
     _need("dask_cuda", "cupy")
     import tempfile
 
-    from .distributed import close, connect, gather_outputs, run_shards
+    from .distributed import close, connect, dataset_params, gather_outputs, run_shards
     from .metacal import metacal
 
     from .pipeline import paired_noise
@@ -198,7 +198,7 @@ def check_dask_cuda(ctx: Context):
         workers = len(client.scheduler_info().get("workers", {}))
         with tempfile.TemporaryDirectory() as work:
             paths = run_shards(client, ctx.ds.path, k, work, shard_size=1024, metacal_kwargs={"chunk": 1024},
-                               device="cuda")
+                               device="cuda", dataset=dataset_params(ctx.ds.spec))
             dist = gather_outputs(paths)
     finally:
         close(client)

@@ -21,7 +21,7 @@ _TIMES: dict = {}
 @pytest.mark.parametrize("workers", [1, 2])
 def test_dask_metacal_throughput(benchmark, dataset, request, workers):
     pytest.importorskip("dask.distributed", reason="dask.distributed is not installed (pip install '.[dask]')")
-    from bench.distributed import close, connect, run_shards
+    from bench.distributed import close, connect, dataset_params, run_shards
 
     scheduler = request.config.getoption("--scheduler")
     if scheduler and workers != 1:
@@ -33,7 +33,8 @@ def test_dask_metacal_throughput(benchmark, dataset, request, workers):
 
     def run():
         work = root / f"round{next(count)}"
-        run_shards(client, dataset.path, n, work, shard_size=SHARD, metacal_kwargs={})
+        run_shards(client, dataset.path, n, work, shard_size=SHARD, metacal_kwargs={},
+                   dataset=dataset_params(dataset.spec))
         shutil.rmtree(work)
 
     try:

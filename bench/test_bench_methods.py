@@ -83,14 +83,14 @@ def _chunk_results(dataset, name, cls, device, method, client, config=CONFIG, pl
     if client is not None:
         import shutil
 
-        from bench.distributed import run_shards
+        from bench.distributed import dataset_params, run_shards
         work = dataset.path.with_suffix(f".{name}.{placement}.shards")
         shutil.rmtree(work, ignore_errors=True)      # never results of an earlier run (other weights)
         from dataclasses import asdict
         kwargs = {k: v for k, v in asdict(config).items() if k != "chunk"}
         paths = run_shards(client, dataset.path, len(dataset), work, shard_size=CHUNK, metacal_kwargs=kwargs,
                            method=name, device=device, quality=cls.produces_image and placement == PLACEMENTS[0],
-                           placement=placement)
+                           placement=placement, dataset=dataset_params(dataset.spec))
         for (a, b), path in zip(bounds, paths):
             with np.load(path) as f:
                 res = {k: f[k] for k in f.files}

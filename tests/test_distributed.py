@@ -225,3 +225,28 @@ def test_cli_work_dir_keeps_what_the_user_had_and_never_reuses_another_input(smo
     r = run_module("bench.metacal", inp, "--out", tmp_path / "d.npz", "--workers", 1, "--work-dir", work)
     assert r.returncode == 2 and "did not write" in r.stderr and "Traceback" not in r.stderr
     assert (work / "input.h5").read_bytes() == b"theirs" and not (tmp_path / "d.npz").exists()
+
+
+def test_a_shard_takes_the_pixel_scale_from_the_runs_spec_and_refuses_a_changed_cache(smoke, tmp_path):
+    """One source of truth: a dataset cache whose spec attribute was edited is refused, not used."""
+    import json
+    import shutil
+
+    import h5py
+
+    from bench.distributed import dataset_params
+
+    params = dataset_params(smoke.spec)
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    with np.load(process_shard(str(smoke.path), 0, 4, str(tmp_path / "a"), metacal_kwargs={}, dataset=params)) as f:
+        assert np.isfinite(f["R11"]).all()
+    tampered = tmp_path / "tampered.h5"
+    shutil.copy(smoke.path, tampered)
+    with h5py.File(tampered, "r+") as f:
+        spec = json.loads(f.attrs["spec"])
+        spec["pixel_scale"] = 0.3
+        f.attrs["spec"] = json.dumps(spec)
+    with pytest.raises(BenchValueError, match="pixel_scale = 0.3, the run's spec 0.2"):
+        process_shard(str(tampered), 0, 4, str(tmp_path / "b"), metacal_kwargs={}, dataset=params)
+    assert not list((tmp_path / "b").iterdir())

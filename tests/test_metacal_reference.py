@@ -109,6 +109,20 @@ def test_noise_dominated_moments_are_flagged():
     assert out["flags"][1] == FLAG_NOT_POSITIVE and out["noshear_e1"][1] > 1
 
 
+@pytest.mark.parametrize("shift,flagged", [((0.0, 0.0), False), ((0.3, -0.3), False), ((2.0, 0.0), True),
+                                           ((0.0, -1.5), True)])
+def test_off_centre_psf_is_flagged(shift, flagged):
+    """A PSF centred away from the stamp's true centre (flag 32, values kept); up to 0.5 pixel is fine."""
+    from bench.metacal import FLAG_PSF_OFFCENTRE
+    n = 48
+    y, x = np.mgrid[:n, :n] - (n - 1) / 2
+    psf = np.exp(-((x - shift[0]) ** 2 + (y - shift[1]) ** 2) / (2 * 1.5 ** 2))
+    img = np.exp(-(x ** 2 / 9 + y ** 2 / 4) / 2)
+    out = metacal(img[None], (psf / psf.sum())[None], pixel_scale=0.2, noise_correction=False)
+    assert bool(out["flags"][0] & FLAG_PSF_OFFCENTRE) == flagged
+    assert np.isfinite(out["R11"][0])
+
+
 def test_chunking_and_precision_do_not_change_results(reference):
     d = {k: reference[k][:40] for k in ("image", "psf", "row", "col")}
     kw = dict(pixel_scale=0.2, row=d["row"], col=d["col"])

@@ -20,6 +20,9 @@ FLAG_PSF_ZERO = 2
 FLAG_PSF_VANISHES = 4
 FLAG_BAD_MOMENTS = 8
 FLAG_NOT_POSITIVE = 16
+FLAG_PSF_OFFCENTRE = 32
+#: how far (pixels) a PSF's centroid may sit from the stamp's true centre before flag 32
+PSF_CENTRE_TOLERANCE = 0.5
 
 
 @dataclass(frozen=True)

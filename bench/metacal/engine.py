@@ -36,6 +36,9 @@ Flags (bit values in the ``flags`` output)
    stamp is dominated by noise. Values are kept. Shear estimators drop the whole quad of
    a flagged object, +g and -g alike, so the cut selects galaxies without favouring
    either shear sign.
+32 the PSF's centroid is more than 0.5 pixel from the stamp's true centre: the engine
+   divides by a PSF centred there, so the deconvolved galaxy is shifted away from the
+   weight. Values are kept; shear estimators drop the quad, as for 16.
 """
 
 from __future__ import annotations

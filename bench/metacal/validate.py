@@ -8,9 +8,9 @@ import zipfile
 
 import numpy as np
 
-from ..arrays import to_numpy
+from ..arrays import device_of, to_numpy
 from ..errors import BenchFileError, BenchKeyError, BenchTypeError, BenchValueError
-from .config import FLAG_NONFINITE, FLAG_PSF_ZERO
+from .config import FLAG_NONFINITE, FLAG_PSF_OFFCENTRE, FLAG_PSF_ZERO, PSF_CENTRE_TOLERANCE
 from .noise import draw_fields, rotate_in
 
 
@@ -114,7 +114,8 @@ def draw_noise(shape, noise_sigma, *, keys=None, seed: int = 0) -> np.ndarray:
 
 
 def flag_inputs(xp, img, ps, dec=None, nse=None):
-    """Flags 1 (non-finite) and 2 (PSF sum <= 0) per stamp, and the indices of the others."""
+    """Flags 1 (non-finite), 2 (PSF sum <= 0) and 32 (PSF off-centre) per stamp, and the indices
+    of the stamps metacal measures (all but 1 and 2)."""
     finite = xp.all(xp.isfinite(img), axis=(1, 2)) & xp.all(xp.isfinite(ps), axis=(1, 2))
     for extra in (dec, nse):
         if extra is not None:
@@ -124,6 +125,15 @@ def flag_inputs(xp, img, ps, dec=None, nse=None):
     flags[~finite] |= FLAG_NONFINITE
     psf_ok = to_numpy(xp.sum(ps, axis=(1, 2)) > 0)
     flags[finite & ~psf_ok] |= FLAG_PSF_ZERO
+    # the engine divides by a PSF centred on the stamp's true centre; one centred elsewhere
+    # shifts the deconvolved galaxy by its offset, so the weight misses it: flag, keep values
+    n = ps.shape[-1]
+    pos = xp.asarray(np.arange(n) - (n - 1) / 2.0, device=device_of(ps), dtype=ps.dtype)
+    flux = xp.where(xp.sum(ps, axis=(1, 2)) > 0, xp.sum(ps, axis=(1, 2)), 1)
+    cx = xp.sum(xp.sum(ps, axis=1) * pos, axis=1) / flux
+    cy = xp.sum(xp.sum(ps, axis=2) * pos, axis=1) / flux
+    off = to_numpy((xp.abs(cx) > PSF_CENTRE_TOLERANCE) | (xp.abs(cy) > PSF_CENTRE_TOLERANCE))
+    flags[finite & psf_ok & off] |= FLAG_PSF_OFFCENTRE
     return flags, np.nonzero(finite & psf_ok)[0]
 
 
