@@ -31,6 +31,6 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
         print(f"{prog}: error: {err.strerror or err}"
               + (f": {err.filename!r}" if getattr(err, "filename", None) else ""), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f"{prog}: interrupted" + (f"; {err}" if str(err) else ""), file=sys.stderr)
         return 130

@@ -73,9 +73,30 @@ def connect(scheduler: str | None = None, workers: int | None = None, *, device:
         except ImportError:
             raise BenchValueError("one worker per GPU needs dask-cuda (pip install dask-cuda)") from None
         return Client(LocalCUDACluster())
-    cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                           processes=True, dashboard_address=":0")    # any free port: runs may overlap
+    # worker processes start with SIGINT ignored (an ignored signal stays ignored in a child), so
+    # Ctrl-C at a terminal, which signals the whole process group, reaches only this process,
+    # which cancels the work and closes the cluster itself
+    import logging
+    import signal
+    import threading
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        # workers log errors only: a cancelled task is not news to whoever pressed Ctrl-C
+        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                               processes=True, dashboard_address=":0",    # any free port: runs may overlap
+                               silence_logs=logging.ERROR)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
     return Client(cluster)
+
+
+def quiet() -> None:
+    """Silence the loggers that report tasks abandoned when a run is interrupted."""
+    import logging
+    for name in ("asyncio", "distributed", "tornado"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def close(client) -> None:
@@ -263,7 +284,14 @@ def run_shards(client, source, n_samples: int, work_dir, *, shard_size: int = SH
     futures = [client.submit(process_shard, str(source), a, b, str(work_dir), pure=False, retries=retries,
                              key=f"shard-{a}-{b}-{run_id}", **task_kwargs)
                for a, b in todo]
-    client.gather(futures)
+    try:
+        client.gather(futures)
+    except KeyboardInterrupt:
+        # Ctrl-C: stop the work, and keep Dask's own messages about the abandoned tasks off the
+        # terminal (the command prints one line); finished shards stay for a rerun to reuse
+        quiet()
+        client.cancel(futures)
+        raise
     return [_shard_path(work_dir, a, b) for a, b in bounds]
 
 

@@ -250,3 +250,39 @@ def test_a_shard_takes_the_pixel_scale_from_the_runs_spec_and_refuses_a_changed_
     with pytest.raises(BenchValueError, match="pixel_scale = 0.3, the run's spec 0.2"):
         process_shard(str(tampered), 0, 4, str(tmp_path / "b"), metacal_kwargs={}, dataset=params)
     assert not list((tmp_path / "b").iterdir())
+
+
+def test_ctrl_c_at_a_terminal_ends_a_dask_run_with_one_line_and_the_rerun_continues(smoke, tmp_path):
+    """SIGINT to the whole process group (what a terminal sends): exit 130, one line, no output,
+    no worker messages; the finished shards are reused by the same command."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    n = 64
+    inp = tmp_path / "in.npz"
+    np.savez(inp, image=np.tile(smoke["image"][:, 1], (4, 1, 1))[:n], psf=np.tile(smoke["psf"][:, 1], (4, 1, 1))[:n],
+             noise_sigma=np.tile(smoke["noise_sigma"][:, 1], 4)[:n], pixel_scale=smoke.spec.pixel_scale)
+    out = tmp_path / "out.npz"
+    cmd = [sys.executable, "-m", "bench.metacal", str(inp), "--out", str(out), "--workers", "2",
+           "--shard-size", "4", "--method", "richardson-lucy", "--placement", "shear-then-deconvolve"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    shards = tmp_path / "out.npz.parts" / "shards"
+    deadline = time.time() + 120
+    while not list(shards.glob("shard-*.npz")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    t0 = time.time()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    took = time.time() - t0
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == [err.strip()] and "interrupted" in err and "Traceback" not in err, err
+    assert "continues from them" in err and not out.exists() and took < 30
+    kept = {p.name for p in shards.glob("shard-*.npz")}
+    assert kept
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert np.isfinite(np.load(out)["R11"]).mean() > 0.5 and not (tmp_path / "out.npz.parts").exists()

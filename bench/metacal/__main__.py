@@ -115,8 +115,13 @@ def _main_distributed(a, d, cfg) -> int:
     shard = SHARD_SIZE if a.shard_size is None else a.shard_size
     shard_bounds(len(d["image"]), shard)                          # validates the size before any work
     work = Path(a.work_dir or a.out + ".parts")
-    made_dir = not work.exists()
+    # a directory this command made carries a marker, so that the run that finishes an
+    # interrupted one removes it too; a directory the user made is never removed
+    marker = work / ".made-by-bench-metacal"
+    made_dir = not work.exists() or marker.exists()
     work.mkdir(parents=True, exist_ok=True)
+    if made_dir:
+        marker.touch()
     source, stamp = work / "input.h5", work / "input.json"
     # the copy is trusted only if this command made it from this very input file
     input_id = json.dumps({"input": os.path.abspath(a.input), "id": file_identity(a.input)})
@@ -137,6 +142,9 @@ def _main_distributed(a, d, cfg) -> int:
     try:
         paths = run_shards(client, source, len(d["image"]), work / "shards", shard_size=shard, identity=identity,
                            metacal_kwargs=kwargs, method=a.method, device=a.device, placement=a.placement)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"finished shards kept in {str(work)!r}: the same command continues from them") \
+            from None
     finally:
         close(client)
     _write_output(a, gather_outputs(paths))
@@ -145,6 +153,7 @@ def _main_distributed(a, d, cfg) -> int:
     source.unlink(missing_ok=True)
     stamp.unlink(missing_ok=True)
     if made_dir:
+        marker.unlink(missing_ok=True)
         try:
             work.rmdir()
         except OSError:
