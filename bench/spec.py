@@ -210,8 +210,9 @@ def validate(raw: dict[str, Any], source: str = "<dict>") -> DatasetSpec:
         raise BenchValueError(
             f"{source}: stamp_size must be an even integer >= 16, got {n!r}")
     scale = raw.get("pixel_scale", 0.2)
-    if not isinstance(scale, (int, float)) or not scale > 0:
-        raise BenchValueError(f"{source}: pixel_scale must be > 0, got {scale!r}")
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 1e-3 <= scale <= 10:
+        raise BenchValueError(f"{source}: pixel_scale must be a number of arcsec per pixel in [0.001, 10], "
+                              f"got {scale!r}")
     shear = raw.get("shear", 0.02)
     if not isinstance(shear, (int, float)) or not 0 <= shear < 0.2:
         raise BenchValueError(f"{source}: shear must be in [0, 0.2), got {shear!r}")

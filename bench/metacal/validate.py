@@ -146,14 +146,17 @@ def load_input(path: str) -> dict[str, np.ndarray]:
     if not os.path.exists(path):
         raise BenchFileError(f"input file not found: {path!r}")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not hasattr(f, "files"):
-                raise BenchValueError(f"{path!r} is not an npz archive")
+        f = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise BenchValueError(f"{path!r} is not a readable npz file ({err or type(err).__name__})") from None
+    if not hasattr(f, "files"):             # np.load gives a bare array for a .npy file
+        raise BenchValueError(f"{path!r} is not an npz archive (one array of shape {np.shape(f)}): save the "
+                              f"inputs with numpy.savez(path, image=..., psf=..., noise_sigma=..., pixel_scale=...)")
+    try:
+        with f:
             data = {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, ValueError, OSError) as err:
-        if isinstance(err, BenchValueError):
-            raise
-        raise BenchValueError(f"{path!r} is not a readable npz file ({err})") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise BenchValueError(f"{path!r} is not a readable npz file ({err or type(err).__name__})") from None
     for key in INPUT_KEYS:
         if key not in data:
             raise BenchKeyError(f"{path!r} has no key {key!r} (needs {', '.join(INPUT_KEYS)})")
@@ -163,7 +166,7 @@ def load_input(path: str) -> dict[str, np.ndarray]:
 def validate_input(d: dict[str, np.ndarray]) -> None:
     """Check the arrays of an input file; raises naming the bad key and value."""
     img, psf = d["image"], d["psf"]
-    for key in ("image", "psf", "noise_sigma", "pixel_scale") + (("row", "col", "noise") if "row" in d else ()):
+    for key in ("image", "psf", "noise_sigma", "pixel_scale", "row", "col", "noise"):
         if key in d and not _real(d[key].dtype):
             raise BenchTypeError(f"{key} must hold real numbers, got dtype {d[key].dtype}")
     if img.ndim not in (3, 4):
