@@ -6,8 +6,12 @@
 * JAX on a GPU: ``peak_bytes_in_use`` of the device's ``memory_stats()``. JAX keeps that
   peak for the process's lifetime, so it is the run's peak so far, not only the call's;
   ``bench`` sets ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` so it means anything at all.
-* CPU, any framework: the resident set size sampled every millisecond during the
-  call (``/proc/self/statm``), minus its value just before. Free heap memory is first
+* CPU, any framework: the kernel's high-water mark of the resident set (``VmHWM`` in
+  ``/proc/self/status``, reset just before the call through ``/proc/self/clear_refs``), minus
+  the resident set just before. That is exact whatever the load: a sampling thread can miss a
+  short peak when the call holds the GIL or the machine is busy, and does so only where the
+  kernel refuses the reset (then the resident set is sampled every millisecond during the
+  call, ``/proc/self/statm``). Free heap memory is first
   handed back to the system (``gc.collect`` and glibc's ``malloc_trim(0)``), so memory
   that earlier calls left in malloc's free lists is counted again, as a first call
   would need it; caches that frameworks keep themselves (FFT plans, compiled code)
@@ -66,12 +70,36 @@ def _release_free_memory() -> None:
         pass
 
 
+def _reset_high_water_mark() -> bool:
+    """Set the kernel's resident-set high-water mark to the current resident set (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _high_water_mark() is not None
+    except OSError:
+        return False
+
+
+def _high_water_mark() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def peak_rss_increase(fn, *, interval: float = 1e-3):
     """(result of fn(), peak resident bytes during the call minus those before); None if unreadable."""
     _release_free_memory()
     before = _rss_bytes()
     if before is None:
         return fn(), None
+    if _reset_high_water_mark():
+        out = fn()
+        return out, max((_high_water_mark() or before) - before, 0)
     peak = [before]
     done = threading.Event()
 
