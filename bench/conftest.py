@@ -1,13 +1,15 @@
 """Fixtures and JSON additions of the benchmark suite (``pytest bench/ --benchmark-json=FILE``).
 
 The dataset (``--dataset``, default ``default``; up to ``paper``) is loaded once per session.
-The JSON gains ``deconvbench``: the dataset, library versions, the GPU if any, and every
-skipped benchmark with its reason, which the report lists.
+The JSON gains ``deconvbench``: the dataset, library versions, the GPU if any, every
+skipped benchmark with its reason (the report lists them), whether the stamps were streamed
+from the cache (``--stream``) and the session's peak resident memory (``peak_rss_bytes``).
 """
 
 import pytest
 
 _SKIPPED: list = []
+_SESSION: dict = {}
 
 
 def pytest_addoption(parser):
@@ -17,6 +19,9 @@ def pytest_addoption(parser):
                      help="Dask scheduler address (tcp://HOST:PORT): run the measurement pass there")
     parser.addoption("--dask-workers", type=int, default=None,
                      help="run the measurement pass on a local Dask cluster of this many workers")
+    parser.addoption("--stream", default="auto", choices=("auto", "on", "off"),
+                     help="read the stamps from the dataset cache per slice instead of loading them "
+                          "(auto: when they exceed 2 GiB, as for paper) [auto]")
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +45,11 @@ def dask_client(request):
 @pytest.fixture(scope="session")
 def dataset(request):
     from bench.dataset import load_dataset
-    return load_dataset(request.config.getoption("--dataset"), progress=False)
+    stream = {"auto": "auto", "on": True, "off": False}[request.config.getoption("--stream")]
+    ds = load_dataset(request.config.getoption("--dataset"), progress=False, stream=stream)
+    _SESSION["streamed"] = ds.streamed
+    yield ds
+    ds.close()
 
 
 def pytest_runtest_logreport(report):
@@ -73,12 +82,14 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
             gpu = None
     from dataclasses import asdict
 
+    from bench.memory import process_peak_rss
     from bench.metacal import MetacalConfig
     output_json["deconvbench"] = {
         "metacal": {k: v for k, v in asdict(MetacalConfig()).items() if k != "chunk"},
         "dataset": config.getoption("--dataset"), "scheduler": config.getoption("--scheduler"),
         "dask_workers": config.getoption("--dask-workers"), "versions": _versions(), "gpu": gpu,
         "gpu_unavailable_reason": cuda_unavailable_reason() or None, "skipped": list(_SKIPPED),
+        "streamed": _SESSION.get("streamed"), "peak_rss_bytes": process_peak_rss(),
     }
     from bench import gallery
     if gallery.payload() is not None:

@@ -35,6 +35,15 @@ def _checksum(arr: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(arr).view(np.uint8)).hexdigest()
 
 
+def _checksum_dataset(d, rows: int = 1024) -> str:
+    """The checksum of an HDF5 dataset read *rows* samples at a time: the memory of one slice, not
+    of the array (the same digest as :func:`_checksum` of the whole)."""
+    h = hashlib.sha256()
+    for a in range(0, max(d.shape[0], 1) if d.shape else 1, rows):
+        h.update(np.ascontiguousarray(d[a:a + rows] if d.shape else d[()]).view(np.uint8))
+    return h.hexdigest()
+
+
 def cache_path(spec: DatasetSpec, cache_dir: Path | None = None) -> Path:
     return Path(cache_dir or CACHE_DIR) / f"{spec.name}-{cache_key(spec)}.h5"
 
@@ -70,7 +79,7 @@ def _valid_cache(path: Path, key: str, verify: bool, layout: dict | None = None)
                 if k not in f or f[k].shape != shape or f[k].dtype.str != dtype:
                     return False
             if verify:
-                return all(_checksum(f[k][...]) == v for k, v in sums.items())
+                return all(_checksum_dataset(f[k]) == v for k, v in sums.items())
             return True
     except (OSError, KeyError, ValueError):
         return False
@@ -135,6 +144,38 @@ def _write_cache(tmp: Path, spec: DatasetSpec, *, progress: bool, workers: int |
         f.attrs["complete"] = True
 
 
+class StreamedArray:
+    """A stamp array left on disk: indexing reads just the samples asked for from the HDF5 cache.
+
+    Supports what the harness does with a dataset array: ``a[start:stop]``, ``a[:n, band]``,
+    ``a[index_array, band]`` (any order; read sorted, then put back in order), ``shape``,
+    ``dtype``, ``ndim`` and ``len``. ``numpy.asarray(a)`` reads it all.
+    """
+
+    def __init__(self, dset):
+        self._d = dset
+        self.shape, self.dtype, self.ndim = dset.shape, dset.dtype, dset.ndim
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        first = key[0]
+        if isinstance(first, (list, np.ndarray)):
+            idx = np.asarray(first)
+            if idx.dtype == bool:
+                idx = np.nonzero(idx)[0]
+            idx = np.where(idx < 0, idx + self.shape[0], idx)
+            order, inverse = np.unique(idx, return_inverse=True)       # h5py wants increasing indices
+            return self._d[(order,) + key[1:]][inverse]
+        return self._d[key]
+
+    def __array__(self, dtype=None, copy=None):
+        a = self._d[...]
+        return a if dtype is None else a.astype(dtype)
+
+
 @dataclass
 class Dataset:
     """A loaded dataset: arrays on one device, handed to frameworks without copies.
@@ -153,9 +194,22 @@ class Dataset:
     device: str = "cpu"
     path: Path | None = None
     _views: dict = field(default_factory=dict, repr=False)
+    _file: object = field(default=None, repr=False)        # the open cache file of a streamed dataset
 
     def __getitem__(self, key):
         return self.arrays[key]
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the stamp arrays stay on disk (:class:`StreamedArray`) and are read per slice."""
+        return any(isinstance(v, StreamedArray) for v in self.arrays.values())
+
+    def close(self) -> None:
+        """Close the cache file a streamed dataset reads from (arrays in memory stay usable)."""
+        f = getattr(self, "_file", None)
+        if f is not None:
+            f.close()
+            self._file = None
 
     def __len__(self) -> int:
         return self.spec.n_samples
@@ -173,9 +227,13 @@ class Dataset:
         return self.spec.snr_bins
 
 
+#: stream the stamps (``stream="auto"``) when they would take more than this much memory
+STREAM_ABOVE_BYTES = 2 * 2 ** 30
+
+
 def load_dataset(spec: DatasetSpec | str, *, device: str = "cpu", cache_dir: Path | None = None,
                  verify: bool = True, workers: int | None = None, progress: bool = True,
-                 keys: tuple[str, ...] | None = None) -> Dataset:
+                 keys: tuple[str, ...] | None = None, stream: bool | str = False) -> Dataset:
     """Load (simulating and caching first if needed) a dataset onto *device*.
 
     Parameters
@@ -192,6 +250,11 @@ def load_dataset(spec: DatasetSpec | str, *, device: str = "cpu", cache_dir: Pat
         Passed to the simulation when the cache must be (re)built.
     keys : tuple of str, optional
         Arrays to load. [default: all]
+    stream : bool or "auto"
+        Leave the stamp arrays (image, psf, truth, noiseless) in the cache file and read them
+        per slice (:class:`StreamedArray`), so memory stays that of a slice whatever the
+        dataset's size; labels and per-sample numbers are loaded. ``"auto"`` streams when the
+        stamps exceed :data:`STREAM_ABOVE_BYTES` (2 GiB). CPU only. [default: False]
     """
     import h5py
 
@@ -202,12 +265,27 @@ def load_dataset(spec: DatasetSpec | str, *, device: str = "cpu", cache_dir: Pat
     path = cache_path(spec, cache_dir)
     if not (path.exists() and _valid_cache(path, cache_key(spec), verify, expected_layout(spec))):
         build_cache(spec, cache_dir=cache_dir, workers=workers, progress=progress)
-    with h5py.File(path, "r") as f:
+    if stream not in (True, False, "auto"):
+        raise BenchValueError(f"stream must be True, False or 'auto', got {stream!r}")
+    layout = expected_layout(spec)
+    stamps = [k for k, (shape, _) in layout.items() if len(shape) == 4]
+    if stream == "auto":
+        stream = device == "cpu" and sum(int(np.prod(layout[k][0])) * 4 for k in stamps) > STREAM_ABOVE_BYTES
+    if stream and device != "cpu":
+        raise BenchValueError(f"stream=True reads stamps from disk on the CPU; device {device!r} holds them in "
+                              f"its own memory")
+    f = h5py.File(path, "r")
+    try:
         names = keys or tuple(k for k in f.keys())
         for k in names:
             if k not in f:
                 raise unknown_name("dataset array", k, list(f.keys()))
-        arrays = {k: f[k][...] for k in names}
+        arrays = {k: StreamedArray(f[k]) if (stream and k in stamps) else f[k][...] for k in names}
+    except BaseException:
+        f.close()
+        raise
+    if not stream:
+        f.close()
     if device == "cuda":
         from .devices import cuda_unavailable_reason
         why = cuda_unavailable_reason()
@@ -215,7 +293,7 @@ def load_dataset(spec: DatasetSpec | str, *, device: str = "cpu", cache_dir: Pat
             raise BenchValueError(f"device 'cuda' requested but {why}")
         import cupy
         arrays = {k: cupy.asarray(v) for k, v in arrays.items()}
-    return Dataset(spec=spec, arrays=arrays, device=device, path=path)
+    return Dataset(spec=spec, arrays=arrays, device=device, path=path, _file=f if stream else None)
 
 
 def main(argv=None) -> int:

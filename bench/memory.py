@@ -70,8 +70,18 @@ def _release_free_memory() -> None:
         pass
 
 
+_PROCESS_PEAK = [0]     # the high-water marks seen before each reset: the process's peak survives them
+
+
+def process_peak_rss() -> int | None:
+    """The peak resident memory of this process so far (bytes), across the resets made here."""
+    now = _high_water_mark()
+    return None if now is None else max(now, _PROCESS_PEAK[0])
+
+
 def _reset_high_water_mark() -> bool:
     """Set the kernel's resident-set high-water mark to the current resident set (Linux >= 4.0)."""
+    _PROCESS_PEAK[0] = max(_PROCESS_PEAK[0], _high_water_mark() or 0)
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")

@@ -252,3 +252,29 @@ def test_snr_bin_edges_must_be_finite(edge):
     from bench.spec import load_spec
     with pytest.raises(BenchError, match="snr_bins must be positive and finite"):
         load_spec("smoke").with_overrides(snr_bins=[10, edge])
+
+
+def test_streamed_dataset_reads_the_same_samples_without_loading_the_stamps(smoke):
+    """stream=True leaves image, psf, truth and noiseless in the cache file; every way the harness
+    indexes them gives the loaded arrays' values."""
+    from bench.dataset import StreamedArray, load_dataset
+    from bench.errors import BenchValueError
+
+    s = load_dataset(smoke.spec, cache_dir=smoke.path.parent, stream=True, progress=False)
+    try:
+        assert s.streamed and not smoke.streamed
+        for k in ("image", "psf", "truth", "noiseless"):
+            assert isinstance(s[k], StreamedArray) and s[k].shape == smoke[k].shape and len(s[k]) == len(smoke)
+            np.testing.assert_array_equal(s[k][4:12], smoke[k][4:12])
+            np.testing.assert_array_equal(s[k][:5, 1], smoke[k][:5, 1])
+            idx = np.array([9, 2, 2, 31, -1])          # any order, repeats, negative: as NumPy would
+            np.testing.assert_array_equal(s[k][idx, 2], smoke[k][idx, 2])
+            np.testing.assert_array_equal(np.asarray(s[k]), smoke[k])
+        for k in ("quad_id", "snr_bin", "noise_sigma", "row"):
+            assert isinstance(s[k], np.ndarray)         # labels and per-sample numbers are loaded
+    finally:
+        s.close()
+    with pytest.raises(BenchValueError, match="stream must be"):
+        load_dataset(smoke.spec, cache_dir=smoke.path.parent, stream="yes", progress=False)
+    auto = load_dataset(smoke.spec, cache_dir=smoke.path.parent, stream="auto", progress=False)
+    assert not auto.streamed                             # 32 samples: far under the 2 GiB threshold
