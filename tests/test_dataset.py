@@ -278,3 +278,15 @@ def test_streamed_dataset_reads_the_same_samples_without_loading_the_stamps(smok
         load_dataset(smoke.spec, cache_dir=smoke.path.parent, stream="yes", progress=False)
     auto = load_dataset(smoke.spec, cache_dir=smoke.path.parent, stream="auto", progress=False)
     assert not auto.streamed                             # 32 samples: far under the 2 GiB threshold
+
+
+def test_scaling_command_writes_its_table_and_figure(smoke, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from bench import scaling
+    monkeypatch.setattr("bench.dataset.CACHE_DIR", smoke.path.parent)     # the session's smoke cache
+    assert scaling.main(["smoke", "--out", str(tmp_path)]) == 0
+    t = pd.read_csv(tmp_path / "scaling.csv")
+    assert list(t["dataset"]) == ["smoke"] and int(t["n_samples"][0]) == len(smoke)
+    assert t["metacal_per_5000_s"][0] > 0 and t["wiener-fftw_per_5000_s"][0] > 0
+    assert (tmp_path / "scaling.png").stat().st_size > 1000
