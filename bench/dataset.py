@@ -87,18 +87,50 @@ def _valid_cache(path: Path, key: str, verify: bool, layout: dict | None = None)
 
 def build_cache(spec: DatasetSpec, *, cache_dir: Path | None = None, workers: int | None = None,
                 progress: bool = True) -> Path:
-    """Simulate *spec* into its HDF5 cache file (chunked, one chunk per 256 samples)."""
+    """Simulate *spec* into its HDF5 cache file (chunked, one chunk per 256 samples).
+
+    The build writes ``NAME-KEY.partial.h5`` and renames it when complete. An interrupted build
+    (Ctrl-C, a killed process) keeps it: the next build checks it (same key, the layout of the
+    spec, the samples it claims readable) and simulates only the quads still missing, with the
+    same numbers as a build in one go. A build that fails otherwise removes it. A lock file
+    keeps two processes from building the same cache at once (the second waits, then uses it).
+    """
     path = cache_path(spec, cache_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(path)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    try:
-        _write_cache(tmp, spec, progress=progress, workers=workers)
-    except BaseException:
-        tmp.unlink(missing_ok=True)      # an interrupted or failed build leaves nothing behind
-        raise
-    os.replace(tmp, path)
+    partial = path.with_suffix(".partial.h5")
+    with _build_lock(path):
+        if path.exists() and _valid_cache(path, cache_key(spec), True, expected_layout(spec)):
+            return path                  # another process built it while this one waited
+        try:
+            _write_cache(partial, spec, progress=progress, workers=workers)
+        except KeyboardInterrupt:
+            raise                        # kept: the next build continues from it
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        os.replace(partial, path)
     return path
+
+
+class _build_lock:
+    """An exclusive lock on ``NAME-KEY.lock`` (POSIX ``flock``; no lock where there is none)."""
+
+    def __init__(self, path: Path):
+        self.path = path.with_suffix(".lock")
+
+    def __enter__(self):
+        self.f = open(self.path, "a")
+        try:
+            import fcntl
+            fcntl.flock(self.f, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()                   # closing releases the lock
+        return False
 
 
 def _remove_orphans(path: Path) -> None:
@@ -115,15 +147,43 @@ def _remove_orphans(path: Path) -> None:
             pass                          # alive, someone else's
 
 
-def _write_cache(tmp: Path, spec: DatasetSpec, *, progress: bool, workers: int | None) -> None:
+def _resumable(partial: Path, spec: DatasetSpec) -> int:
+    """Quads already written to *partial* by an interrupted build of *spec* (0: start afresh)."""
+    import h5py
+    if not partial.exists():
+        return 0
+    try:
+        with h5py.File(partial, "r") as f:
+            if f.attrs.get("key") != cache_key(spec) or f.attrs.get("complete", False):
+                raise ValueError("not a build of this spec")
+            done = int(f.attrs.get("done_quads", 0))
+            for k, (shape, dtype) in expected_layout(spec).items():
+                if done and (k not in f or f[k].shape != shape or f[k].dtype.str != dtype):
+                    raise ValueError(f"array {k} does not match the spec")
+            if done:
+                for k in f:                          # the claimed samples must read back
+                    f[k][4 * done - 1]
+            return done
+    except (OSError, ValueError, KeyError, TypeError):
+        partial.unlink(missing_ok=True)              # unreadable or someone else's: start afresh
+        return 0
+
+
+def _write_cache(partial: Path, spec: DatasetSpec, *, progress: bool, workers: int | None,
+                 rows: int = 1024) -> None:
     import galsim
     import h5py
     from .simulate import ARRAYS, simulate
 
     N, B, n = spec.n_samples, len(spec.bands), spec.stamp_size
     hashes = {k: hashlib.sha256() for k in ARRAYS}
-    with h5py.File(tmp, "w") as f:
-        dsets = {}
+    done = _resumable(partial, spec)
+    with h5py.File(partial, "a" if done else "w") as f:
+        f.attrs["key"] = cache_key(spec)
+        dsets = {k: f[k] for k in f.keys()} if done else {}
+        for k, d in dsets.items():                   # the checksums run over the samples kept
+            for a in range(0, 4 * done, rows):
+                hashes[k].update(np.ascontiguousarray(d[a:min(a + rows, 4 * done)]).view(np.uint8))
 
         def sink(start, res):
             for k, arr in res.items():
@@ -133,9 +193,10 @@ def _write_cache(tmp: Path, spec: DatasetSpec, *, progress: bool, workers: int |
                     dsets[k] = f.create_dataset(k, shape=shape, dtype=arr.dtype, chunks=chunks)
                 dsets[k][start:start + len(arr)] = arr
                 hashes[k].update(np.ascontiguousarray(arr).view(np.uint8))
+            f.attrs["done_quads"] = (start + len(res["snr"])) // 4
+            f.flush()                                # what a resumed build may rely on
 
-        simulate(spec, workers=workers, progress=progress, sink=sink)
-        f.attrs["key"] = cache_key(spec)
+        simulate(spec, workers=workers, progress=progress, sink=sink, start_quad=done)
         f.attrs["spec"] = json.dumps(spec.to_dict(), default=list)
         f.attrs["galsim_version"] = galsim.__version__
         f.attrs["format_version"] = FORMAT_VERSION
@@ -306,7 +367,14 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     spec = load_spec(a.spec)
-    ds = load_dataset(spec, workers=a.workers, progress=not a.no_progress, keys=("snr",))
+    if a.workers is not None and a.workers < 1:
+        raise BenchValueError(f"--workers must be a positive integer, got {a.workers!r}")
+    try:
+        ds = load_dataset(spec, workers=a.workers, progress=not a.no_progress, keys=("snr",))
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"what was simulated is kept in "
+                                f"{str(cache_path(spec).with_suffix('.partial.h5'))!r}: the same command "
+                                f"continues from it") from None
     print(f"{spec.name}: {spec.n_samples} samples x {len(spec.bands)} bands -> {ds.path}")
     return 0
 

@@ -33,6 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from . import fourier
+from .errors import BenchValueError
 from .spec import DatasetSpec
 
 #: Arrays produced per sample, with their trailing shape ("B" = bands, "n" = stamp side).
@@ -152,8 +153,15 @@ def _simulate_quads(args) -> dict[str, np.ndarray]:
     return res
 
 
+def _ignore_interrupts() -> None:
+    """Worker initializer: Ctrl-C at a terminal reaches the whole process group; only the parent
+    should handle it (and say so in one line), not every worker with a traceback."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def simulate(spec: DatasetSpec, *, workers: int | None = None, progress: bool = True,
-             chunk_quads: int = 16, sink=None) -> dict[str, np.ndarray] | None:
+             chunk_quads: int = 16, sink=None, start_quad: int = 0) -> dict[str, np.ndarray] | None:
     """Simulate *spec*.
 
     Parameters
@@ -170,6 +178,9 @@ def simulate(spec: DatasetSpec, *, workers: int | None = None, progress: bool = 
         Called as ``sink(start_sample, arrays)`` for each finished chunk, in order;
         when given nothing is accumulated and None is returned (used to stream into
         HDF5). [default: None]
+    start_quad : int
+        First quad to simulate: a resumed build passes the quads it already holds (a multiple
+        of *chunk_quads*); samples are numbered as in a whole run. [default: 0]
 
     Returns
     -------
@@ -180,12 +191,14 @@ def simulate(spec: DatasetSpec, *, workers: int | None = None, progress: bool = 
     from tqdm.auto import tqdm
 
     workers = workers or os.cpu_count() or 1
+    if start_quad % chunk_quads and start_quad != spec.n_quads:
+        raise BenchValueError(f"start_quad must be a multiple of chunk_quads ({chunk_quads}), got {start_quad}")
     tasks = [(spec, q, min(q + chunk_quads, spec.n_quads))
-             for q in range(0, spec.n_quads, chunk_quads)]
+             for q in range(start_quad, spec.n_quads, chunk_quads)]
     parts = []
-    bar = tqdm(total=spec.n_samples, desc=f"simulating {spec.name}", unit="sample",
+    bar = tqdm(total=spec.n_samples, initial=4 * start_quad, desc=f"simulating {spec.name}", unit="sample",
                disable=not progress)
-    start = 0
+    start = 4 * start_quad
 
     def handle(res):
         nonlocal start
@@ -205,9 +218,16 @@ def simulate(spec: DatasetSpec, *, workers: int | None = None, progress: bool = 
         # threads, so locks held by JAX's, torch's or FFTW's threads here could deadlock it
         methods = mp.get_all_start_methods()
         ctx = mp.get_context("forkserver" if "forkserver" in methods else None)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_ignore_interrupts)
+        try:
             for res in pool.map(_simulate_quads, tasks):  # map keeps the order
                 handle(res)
+        except BaseException:
+            # Ctrl-C or a failure: drop the queued tasks instead of waiting for all of them
+            pool.shutdown(wait=False, cancel_futures=True)
+            bar.close()
+            raise
+        pool.shutdown()
     bar.close()
     if sink is not None:
         return None

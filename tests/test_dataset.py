@@ -224,9 +224,9 @@ def test_tampered_cache_is_rebuilt_not_trusted(tmp_path, tamper):
     assert again["image"].dtype == np.float32
 
 
-def test_interrupted_build_leaves_no_temporary(tmp_path, monkeypatch):
-    """A build that fails (here: interrupted in the simulation) removes its temporary; orphans of dead
-    processes are removed by the next build."""
+def test_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
+    """A build that fails removes its partial file; orphans of dead processes (``.tmpPID`` from
+    earlier versions) are removed by the next build."""
     import bench.dataset as dsmod
     from bench.dataset import cache_path, load_dataset
     from bench.spec import load_spec
@@ -237,14 +237,66 @@ def test_interrupted_build_leaves_no_temporary(tmp_path, monkeypatch):
     orphan = path.with_suffix(".tmp999999999")          # no such process
     orphan.write_bytes(b"x" * 100)
 
-    def interrupted(tmp, *a, **k):
-        tmp.write_bytes(b"half a cache")
-        raise KeyboardInterrupt
+    def failing(partial, *a, **k):
+        partial.write_bytes(b"half a cache")
+        raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(dsmod, "_write_cache", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(dsmod, "_write_cache", failing)
+    with pytest.raises(RuntimeError):
         load_dataset(spec, cache_dir=tmp_path, progress=False, workers=1)
-    assert not list(tmp_path.glob("*.tmp*")) and not path.exists()
+    assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob("*.partial.h5")) and not path.exists()
+
+
+def test_interrupted_build_resumes_with_the_same_numbers(tmp_path, monkeypatch):
+    """Ctrl-C after the first task keeps the partial file; the next build simulates only the
+    missing quads and gives, checksum for checksum, the cache of a build in one go."""
+    import json
+
+    import h5py
+
+    import bench.simulate as sim
+    from bench.dataset import cache_path, load_dataset
+    from bench.spec import load_spec
+
+    spec = load_spec("smoke").with_overrides(n_quads=40)           # three tasks of 16, 16 and 8 quads
+    whole = load_dataset(spec, cache_dir=tmp_path / "whole", progress=False, workers=1)
+    real, calls = sim._simulate_quads, []
+
+    def interrupted_second_time(task):
+        calls.append(task[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(task)
+
+    monkeypatch.setattr(sim, "_simulate_quads", interrupted_second_time)
+    with pytest.raises(KeyboardInterrupt):
+        load_dataset(spec, cache_dir=tmp_path / "resumed", progress=False, workers=1)
+    path = cache_path(spec, tmp_path / "resumed")
+    partial = path.with_suffix(".partial.h5")
+    assert partial.exists() and not path.exists()
+    with h5py.File(partial, "r") as f:
+        assert int(f.attrs["done_quads"]) == 16
+    calls.clear()
+    monkeypatch.setattr(sim, "_simulate_quads", lambda task: (calls.append(task[1]), real(task))[1])
+    resumed = load_dataset(spec, cache_dir=tmp_path / "resumed", progress=False, workers=1)
+    assert calls == [16, 32]                                        # only what was missing
+    assert not partial.exists()
+    with h5py.File(path, "r") as a, h5py.File(whole.path, "r") as b:
+        assert json.loads(a.attrs["checksums"]) == json.loads(b.attrs["checksums"])
+    for k in ("image", "truth", "quad_id", "snr"):
+        np.testing.assert_array_equal(resumed[k], whole[k])
+
+
+def test_a_partial_file_of_another_spec_is_not_resumed(tmp_path):
+    from bench.dataset import cache_path, load_dataset
+    from bench.spec import load_spec
+
+    spec = load_spec("smoke").with_overrides(n_quads=4)
+    path = cache_path(spec, tmp_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".partial.h5").write_bytes(b"not hdf5 at all")
+    ds = load_dataset(spec, cache_dir=tmp_path, progress=False, workers=1)
+    assert len(ds) == 16 and not path.with_suffix(".partial.h5").exists()
 
 
 @pytest.mark.parametrize("edge", [float("inf"), float("nan")])
