@@ -17,8 +17,9 @@ import numpy as np
 BENCHMARK_DATASETS = ("smoke", "ci", "default", "paper", "bias-kolmogorov")
 
 
-def check_options(epochs, lr, batch) -> None:
-    """Raise a BenchValueError naming the value for epochs, learning rates or batch size that cannot train."""
+def check_options(epochs, lr, batch, val_fraction: float = 0.1) -> None:
+    """Raise a BenchValueError naming the value for epochs, learning rates, batch size or validation
+    share that cannot train (before any dataset is loaded or simulated)."""
     from bench.errors import BenchValueError
 
     epochs, lr = tuple(epochs), tuple(lr)
@@ -29,6 +30,8 @@ def check_options(epochs, lr, batch) -> None:
         raise BenchValueError(f"lr takes two finite learning rates > 0, got {lr}")
     if not (isinstance(batch, (int, np.integer)) and batch >= 1):
         raise BenchValueError(f"batch must be an integer >= 1, got {batch!r}")
+    if not (isinstance(val_fraction, (int, float)) and 0 < val_fraction < 0.5):
+        raise BenchValueError(f"val_fraction must be in (0, 0.5), got {val_fraction!r}")
 
 
 def split_quads(ds, val_fraction: float):
@@ -76,7 +79,7 @@ def main(train, *, prog: str, description: str, default_out, argv=None) -> int:
 
     p = make_parser(prog, description)
     p.add_argument("--dataset", default="train", help="training dataset spec [train]")
-    p.add_argument("--preset", default="small", help="small or full [small]")
+    p.add_argument("--preset", default="small", choices=("small", "full"), help="small or full [small]")
     p.add_argument("--out", default=None,
                    help="checkpoint to write; an existing file only with --overwrite or --resume "
                         "[NAME-PRESET-DATASET.safetensors here]")
@@ -95,7 +98,7 @@ def main(train, *, prog: str, description: str, default_out, argv=None) -> int:
     a = p.parse_args(argv)
     from bench.errors import BenchFileError, BenchValueError
 
-    check_options(a.epochs, a.lr, a.batch)
+    check_options(a.epochs, a.lr, a.batch, a.val_fraction)
     if a.dataset in BENCHMARK_DATASETS and not a.allow_benchmark_dataset:
         raise BenchValueError(f"--dataset {a.dataset!r} is a benchmark dataset: a network trained on it is "
                               f"judged on its own training data; use 'train' (or --allow-benchmark-dataset)")

@@ -59,7 +59,7 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     from . import checkpoint as ck
     from .model import DWDN, DWDNConfig
 
-    check_options(epochs, lr, batch)
+    check_options(epochs, lr, batch, val_fraction)
     if threads:
         torch.set_num_threads(threads)
     ds = load_dataset(dataset, progress=progress)

@@ -52,7 +52,7 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     from . import checkpoint as ck
     from .model import ResNetConfig, ResNetDeconv, make_predict, n_parameters
 
-    check_options(epochs, lr, batch)
+    check_options(epochs, lr, batch, val_fraction)
     if not (isinstance(batch, int) and batch >= 1):
         raise BenchValueError(f"batch must be a positive integer, got {batch!r}")
     ResNetConfig.preset(preset)            # an unknown preset fails before any data is simulated
