@@ -109,7 +109,7 @@ def test_training_cli_rejects_bad_options(tmp_path):
     r = run_module("methods.resnet_jax.train", "--preset", "huge", "--dataset", "smoke", "--epochs", "1", "0",
                    "--allow-benchmark-dataset", "--out", tmp_path / "x.safetensors")
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "unknown resnet-jax preset 'huge'" in r.stderr and "full, small" in r.stderr
+    assert "invalid choice: 'huge'" in r.stderr and "'small', 'full'" in r.stderr
 
 
 def test_astronomical_loss_is_shared_with_torch():
