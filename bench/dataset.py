@@ -31,17 +31,13 @@ def cache_key(spec: DatasetSpec) -> str:
     return spec.digest(extra=f"galsim={galsim.__version__};format={FORMAT_VERSION}")
 
 
-def _checksum(arr: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(arr).view(np.uint8)).hexdigest()
-
-
-def _checksum_dataset(d, rows: int = 1024) -> str:
-    """The checksum of an HDF5 dataset read *rows* samples at a time: the memory of one slice, not
-    of the array (the same digest as :func:`_checksum` of the whole)."""
-    h = hashlib.sha256()
-    for a in range(0, max(d.shape[0], 1) if d.shape else 1, rows):
-        h.update(np.ascontiguousarray(d[a:a + rows] if d.shape else d[()]).view(np.uint8))
-    return h.hexdigest()
+def _hash_rows(h, d, stop: int | None = None, rows: int = 1024):
+    """Feed samples [0, *stop*) of the HDF5 dataset *d* to the hash *h*, *rows* at a time (the
+    memory of one slice, not of the array); returns *h*."""
+    stop = d.shape[0] if stop is None else stop
+    for a in range(0, stop, rows):
+        h.update(np.ascontiguousarray(d[a:min(a + rows, stop)]).view(np.uint8))
+    return h
 
 
 def cache_path(spec: DatasetSpec, cache_dir: Path | None = None) -> Path:
@@ -79,7 +75,7 @@ def _valid_cache(path: Path, key: str, verify: bool, layout: dict | None = None)
                 if k not in f or f[k].shape != shape or f[k].dtype.str != dtype:
                     return False
             if verify:
-                return all(_checksum_dataset(f[k]) == v for k, v in sums.items())
+                return all(_hash_rows(hashlib.sha256(), f[k]).hexdigest() == v for k, v in sums.items())
             return True
     except (OSError, KeyError, ValueError):
         return False
@@ -157,33 +153,31 @@ def _resumable(partial: Path, spec: DatasetSpec) -> int:
             if f.attrs.get("key") != cache_key(spec) or f.attrs.get("complete", False):
                 raise ValueError("not a build of this spec")
             done = int(f.attrs.get("done_quads", 0))
+            if not done:
+                return 0
             for k, (shape, dtype) in expected_layout(spec).items():
-                if done and (k not in f or f[k].shape != shape or f[k].dtype.str != dtype):
+                if k not in f or f[k].shape != shape or f[k].dtype.str != dtype:
                     raise ValueError(f"array {k} does not match the spec")
-            if done:
-                for k in f:                          # the claimed samples must read back
-                    f[k][4 * done - 1]
+                f[k][4 * done - 1]                   # the claimed samples must read back
             return done
     except (OSError, ValueError, KeyError, TypeError):
         partial.unlink(missing_ok=True)              # unreadable or someone else's: start afresh
         return 0
 
 
-def _write_cache(partial: Path, spec: DatasetSpec, *, progress: bool, workers: int | None,
-                 rows: int = 1024) -> None:
+def _write_cache(partial: Path, spec: DatasetSpec, *, progress: bool, workers: int | None) -> None:
     import galsim
     import h5py
     from .simulate import ARRAYS, simulate
 
-    N, B, n = spec.n_samples, len(spec.bands), spec.stamp_size
+    N, n = spec.n_samples, spec.stamp_size
     hashes = {k: hashlib.sha256() for k in ARRAYS}
     done = _resumable(partial, spec)
     with h5py.File(partial, "a" if done else "w") as f:
         f.attrs["key"] = cache_key(spec)
         dsets = {k: f[k] for k in f.keys()} if done else {}
         for k, d in dsets.items():                   # the checksums run over the samples kept
-            for a in range(0, 4 * done, rows):
-                hashes[k].update(np.ascontiguousarray(d[a:min(a + rows, 4 * done)]).view(np.uint8))
+            _hash_rows(hashes[k], d, 4 * done)
 
         def sink(start, res):
             for k, arr in res.items():

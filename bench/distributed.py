@@ -41,6 +41,14 @@ from .errors import BenchValueError
 SHARD_SIZE = 4096
 
 
+def check_cluster(scheduler: str | None = None, workers: int | None = None) -> None:
+    """Refuse a scheduler address or a worker count :func:`connect` could not use (before any work)."""
+    if scheduler and (not isinstance(scheduler, str) or "://" not in scheduler):
+        raise BenchValueError(f"scheduler must be an address like tcp://HOST:PORT, got {scheduler!r}")
+    if workers is not None and not (isinstance(workers, int) and workers >= 1):
+        raise BenchValueError(f"workers must be a positive integer, got {workers!r}")
+
+
 def connect(scheduler: str | None = None, workers: int | None = None, *, device: str = "cpu"):
     """A ``dask.distributed.Client``: to *scheduler*, or to a new local cluster of *workers* processes.
 
@@ -54,19 +62,16 @@ def connect(scheduler: str | None = None, workers: int | None = None, *, device:
     device : {"cpu", "cuda"}
         [default: "cpu"]
     """
+    check_cluster(scheduler, workers)
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
         raise BenchValueError("dask.distributed is not installed (pip install '.[dask]')") from None
     if scheduler:
-        if not isinstance(scheduler, str) or "://" not in scheduler:
-            raise BenchValueError(f"scheduler must be an address like tcp://HOST:PORT, got {scheduler!r}")
         try:
             return Client(scheduler, timeout="20s")
         except (OSError, TimeoutError) as err:
             raise BenchValueError(f"cannot reach the Dask scheduler at {scheduler!r}: {err}") from None
-    if workers is not None and not (isinstance(workers, int) and workers >= 1):
-        raise BenchValueError(f"workers must be a positive integer, got {workers!r}")
     if device == "cuda":
         try:
             from dask_cuda import LocalCUDACluster
@@ -306,5 +311,5 @@ def gather_outputs(paths) -> dict[str, np.ndarray]:
     return out
 
 
-__all__ = ["SHARD_SIZE", "close", "connect", "dataset_params", "file_identity", "gather_outputs", "process_shard", "remove_shards",
+__all__ = ["SHARD_SIZE", "check_cluster", "close", "connect", "dataset_params", "file_identity", "gather_outputs", "process_shard", "remove_shards",
            "run_shards", "shard_bounds", "write_h5"]

@@ -98,14 +98,14 @@ def trend_figure(runs: list, colours: dict):
     import matplotlib.pyplot as plt
 
     t = trend_table(runs)
-    runs = ordered(runs)
+    ticks = t.drop_duplicates("order").sort_values("order")
     panels = [("time_norm", "time per 5000 / reference workload", True), ("psnr_db", "PSNR (dB), all SNR", False),
               ("m", "m, all SNR", False)]
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels)), sharex=True)
     for ax, (col, ylabel, logy) in zip(axes, panels):
         for method, g in t.groupby("method", sort=True):
             g = g[g[col].notna()]
-            if len(g) < 1 or (col == "time_norm" and g[col].isna().all()):
+            if not len(g):
                 continue
             base = g["base_method"].iloc[0]
             ls = line_style(method)
@@ -121,8 +121,8 @@ def trend_figure(runs: list, colours: dict):
             ax.set_yscale("log")
         ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(alpha=0.3)
-    axes[-1].set_xticks(range(len(runs)))
-    axes[-1].set_xticklabels([run_label(r) for r in runs], fontsize=7)
+    axes[-1].set_xticks(list(ticks["order"]))
+    axes[-1].set_xticklabels(list(ticks["label"]), fontsize=7)
     axes[0].set_title("History (red circle: the regression gate fails this run against the one before)",
                       fontsize=9)
     handles, labels = axes[0].get_legend_handles_labels()

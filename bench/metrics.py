@@ -84,6 +84,12 @@ def object_scores(pred, truth):
     return p, s
 
 
+def _spread(a, sel) -> tuple[float, float]:
+    """16th and 84th percentiles (+-1 sigma for a Gaussian) of the finite *a* in *sel* (NaN if none)."""
+    v = a[sel & np.isfinite(a)]
+    return tuple(float(x) for x in np.percentile(v, (16, 84))) if len(v) else (np.nan, np.nan)
+
+
 class ImageQualityMetric:
     """Accumulate PSNR and SSIM over batches; aggregate per SNR bin at the end.
 
@@ -125,12 +131,10 @@ class ImageQualityMetric:
         for label in sorted(set(b.tolist()) | set(failed.tolist())) + ["all"]:
             sel = np.ones(len(b), bool) if label == "all" else b == label
             nf = len(failed) if label == "all" else int(np.sum(failed == label))
-            def q(a, pct):      # the spread: 16th and 84th percentiles (+-1 sigma for a Gaussian)
-                return float(np.percentile(a[sel & np.isfinite(a)], pct)) if (sel & np.isfinite(a)).any() else np.nan
-
+            (p16, p84), (s16, s84) = _spread(p, sel), _spread(s, sel)
             rows.append({"snr_bin": label, "psnr_median": float(np.median(p[sel])) if sel.any() else np.nan,
                          "psnr_mean": float(np.mean(p[sel])) if sel.any() else np.nan,
                          "ssim_mean": float(np.mean(s[sel])) if sel.any() else np.nan,
-                         "psnr_p16": q(p, 16), "psnr_p84": q(p, 84), "ssim_p16": q(s, 16), "ssim_p84": q(s, 84),
+                         "psnr_p16": p16, "psnr_p84": p84, "ssim_p16": s16, "ssim_p84": s84,
                          "n": int(sel.sum()), "n_failed": nf})
         return pd.DataFrame(rows).set_index("snr_bin")

@@ -22,8 +22,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from .figures import gallery, history_plot, plots
 from .history import expand, ordered, trend_table
 from .results import (M_GOAL, NOT_METACAL, galsim_loop_time, load_run, reference_time, rows,  # noqa: F401
@@ -221,7 +219,8 @@ def main(argv=None) -> int:
             run["label"] = f"{run['label']}-{k}"
     history = None
     if had_dir or len(runs) > SIDE_BY_SIDE:
-        history, runs = ordered(runs), ordered(runs)[-1:]        # details of the newest run
+        history = ordered(runs)
+        runs = history[-1:]                                     # details of the newest run
     elif len(runs) > 1:
         history = runs
     md, ht = build(runs, Path(a.out), with_gallery=not a.no_gallery, history=history)

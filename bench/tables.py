@@ -188,7 +188,7 @@ def best_per_bin(df):
 
     best = {}
     for _, r in df.iterrows():
-        if row_kind(r["method"], r["psnr_db"], None) != "image" or "+metacal" in r["method"]:
+        if row_kind(r["method"], r["psnr_db"], None) != "image":
             continue
         for b in r["by_snr"]:
             if b.get("snr_bin") == "all" or b.get("psnr_db") is None:

@@ -107,17 +107,14 @@ def _main_distributed(a, d, cfg) -> int:
     from dataclasses import asdict
     from pathlib import Path
 
-    from ..distributed import (SHARD_SIZE, close, connect, file_identity, gather_outputs, remove_shards, run_shards,
+    from ..distributed import (SHARD_SIZE, check_cluster, close, connect, file_identity, gather_outputs, remove_shards, run_shards,
                                shard_bounds, write_h5)
 
     if a.workers is not None and a.scheduler:
         raise BenchValueError("give --workers or --scheduler, not both")
     shard = SHARD_SIZE if a.shard_size is None else a.shard_size
     shard_bounds(len(d["image"]), shard)                          # validates the size before any work
-    if a.workers is not None and a.workers < 1:
-        raise BenchValueError(f"--workers must be a positive integer, got {a.workers!r}")
-    if a.scheduler and "://" not in a.scheduler:
-        raise BenchValueError(f"--scheduler must be an address like tcp://HOST:PORT, got {a.scheduler!r}")
+    check_cluster(a.scheduler, a.workers)                         # before the work directory is made
     work = Path(a.work_dir or a.out + ".parts")
     # a directory this command made carries a marker, so that the run that finishes an
     # interrupted one removes it too; a directory the user made is never removed

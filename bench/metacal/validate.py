@@ -123,13 +123,14 @@ def flag_inputs(xp, img, ps, dec=None, nse=None):
     finite = to_numpy(finite)
     flags = np.zeros(img.shape[0], np.int32)
     flags[~finite] |= FLAG_NONFINITE
-    psf_ok = to_numpy(xp.sum(ps, axis=(1, 2)) > 0)
+    psf_sum = xp.sum(ps, axis=(1, 2))
+    psf_ok = to_numpy(psf_sum > 0)
     flags[finite & ~psf_ok] |= FLAG_PSF_ZERO
     # the engine divides by a PSF centred on the stamp's true centre; one centred elsewhere
     # shifts the deconvolved galaxy by its offset, so the weight misses it: flag, keep values
     n = ps.shape[-1]
     pos = xp.asarray(np.arange(n) - (n - 1) / 2.0, device=device_of(ps), dtype=ps.dtype)
-    flux = xp.where(xp.sum(ps, axis=(1, 2)) > 0, xp.sum(ps, axis=(1, 2)), 1)
+    flux = xp.where(psf_sum > 0, psf_sum, 1)
     cx = xp.sum(xp.sum(ps, axis=1) * pos, axis=1) / flux
     cy = xp.sum(xp.sum(ps, axis=2) * pos, axis=1) / flux
     off = to_numpy((xp.abs(cx) > PSF_CENTRE_TOLERANCE) | (xp.abs(cy) > PSF_CENTRE_TOLERANCE))
@@ -147,16 +148,14 @@ def load_input(path: str) -> dict[str, np.ndarray]:
         raise BenchFileError(f"input file not found: {path!r}")
     try:
         f = np.load(path, allow_pickle=False)
+        if hasattr(f, "files"):             # np.load gives a bare array for a .npy file
+            with f:
+                data = {k: f[k] for k in f.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
         raise BenchValueError(f"{path!r} is not a readable npz file ({err or type(err).__name__})") from None
-    if not hasattr(f, "files"):             # np.load gives a bare array for a .npy file
+    if not hasattr(f, "files"):
         raise BenchValueError(f"{path!r} is not an npz archive (one array of shape {np.shape(f)}): save the "
                               f"inputs with numpy.savez(path, image=..., psf=..., noise_sigma=..., pixel_scale=...)")
-    try:
-        with f:
-            data = {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise BenchValueError(f"{path!r} is not a readable npz file ({err or type(err).__name__})") from None
     for key in INPUT_KEYS:
         if key not in data:
             raise BenchKeyError(f"{path!r} has no key {key!r} (needs {', '.join(INPUT_KEYS)})")
