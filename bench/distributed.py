@@ -158,26 +158,40 @@ def dataset_params(spec) -> dict:
 
 def process_shard(source: str, start: int, stop: int, work_dir: str, *, metacal_kwargs: dict,
                   method: str | None = None, device: str = "cpu", quality: bool = False,
-                  placement: str = "deconvolve-then-shear", dataset: dict | None = None) -> str:
-    """One task: samples [start, stop) of *source* through *method* (if any) and metacal.
+                  placement: str = "deconvolve-then-shear", dataset: dict | None = None,
+                  validate: bool = False) -> str:
+    """One task: :func:`run_slice`, its result written to ``shard-START-STOP.npz`` in *work_dir*.
+
+    Returns the file's path; an existing file is returned as is.
+    """
+    out = _shard_path(Path(work_dir), start, stop)
+    if out.exists():
+        return str(out)
+    res = run_slice(source, start, stop, metacal_kwargs=metacal_kwargs, method=method, device=device,
+                    quality=quality, placement=placement, dataset=dataset, validate=validate)
+    _save_atomic(out, res)
+    return str(out)
+
+
+def run_slice(source: str, start: int, stop: int, *, metacal_kwargs: dict, method: str | None = None,
+              device: str = "cpu", quality: bool = False, placement: str = "deconvolve-then-shear",
+              dataset: dict | None = None, validate: bool = False) -> dict:
+    """Samples [start, stop) of the HDF5 file *source* through *method* (if any) and metacal.
 
     *placement* says where the method sits (:data:`bench.pipeline.PLACEMENTS`). *dataset*
     (:func:`dataset_params` of the driver's spec) gives the pixel scale and noise pairing of
     a dataset cache; a cache whose own ``spec`` attribute disagrees is refused. Without it
     (an input file of ``python -m bench.metacal``) they come from the file's attributes.
 
-    Writes ``shard-START-STOP.npz`` in *work_dir* with the metacal outputs and, with
-    *quality*, per-object PSNR and SSIM against ``truth`` (band means; NaN where the
-    method's output is not finite). Returns its path; an existing file is returned as is.
+    Returns the metacal outputs and, with *quality*, per-object PSNR and SSIM against
+    ``truth`` (band means; NaN where the method's output is not finite). With *validate*
+    the slice's values are checked first, errors naming the object's index in the file.
     """
     import h5py
 
     from . import pipeline
     from .metacal import MetacalConfig
 
-    out = _shard_path(Path(work_dir), start, stop)
-    if out.exists():
-        return str(out)
     with h5py.File(source, "r") as f:
         data = {k: f[k][start:stop] for k in ("image", "psf", "noise_sigma", "row", "col", "truth", "noise",
                                                 "quad_id", "rotation")
@@ -193,6 +207,9 @@ def process_shard(source: str, start: int, stop: int, work_dir: str, *, metacal_
         spec = {**spec, "noise_pairing": dataset["noise_pairing"]}
     if pixel_scale is None:
         raise BenchValueError(f"{source}: no pixel_scale attribute")
+    if validate:
+        from .metacal.validate import validate_input
+        validate_input({**data, "pixel_scale": np.asarray(pixel_scale)}, offset=start)
     cfg = MetacalConfig(**metacal_kwargs)
     noise, keys = data.get("noise"), np.arange(start, stop)      # keys: global, whatever the sharding
     if cfg.noise_correction and noise is None and "quad_id" in data:
@@ -216,8 +233,7 @@ def process_shard(source: str, start: int, stop: int, work_dir: str, *, metacal_
     if dec is not None and quality:
         from .metrics import object_scores
         res["psnr"], res["ssim"] = object_scores(dec, data["truth"])
-    _save_atomic(out, res)
-    return str(out)
+    return res
 
 
 def _manifest(work_dir: Path, identity: dict) -> None:
@@ -277,8 +293,8 @@ def run_shards(client, source, n_samples: int, work_dir, *, shard_size: int = SH
         What else the shards depend on (the user's input file, the method's weights), added
         to the manifest, so that finished shards are reused only for the same. [default: None]
     **task_kwargs
-        ``metacal_kwargs``, ``method``, ``device``, ``quality``, ``placement``, ``dataset``: see
-        :func:`process_shard`.
+        ``metacal_kwargs``, ``method``, ``device``, ``quality``, ``placement``, ``dataset``,
+        ``validate``: see :func:`run_slice`.
     """
     work_dir = Path(work_dir)
     bounds = shard_bounds(n_samples, shard_size)
@@ -301,8 +317,8 @@ def run_shards(client, source, n_samples: int, work_dir, *, shard_size: int = SH
 
 
 def gather_outputs(paths) -> dict[str, np.ndarray]:
-    """Concatenate shard files (in the given order) into one dict like a single metacal call."""
-    parts = [dict(np.load(p)) for p in paths]
+    """Concatenate shard files (or outputs, dicts) in the given order into one dict like a single metacal call."""
+    parts = [p if isinstance(p, dict) else dict(np.load(p)) for p in paths]
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if np.ndim(parts[0][k]) > 0}
     out["time_s"] = np.float64(sum(float(p["time_s"]) for p in parts))
     for k in ("noise_correction", "noise_seed", "placement"):   # settings: the same in every shard
@@ -312,4 +328,4 @@ def gather_outputs(paths) -> dict[str, np.ndarray]:
 
 
 __all__ = ["SHARD_SIZE", "check_cluster", "close", "connect", "dataset_params", "file_identity", "gather_outputs", "process_shard", "remove_shards",
-           "run_shards", "shard_bounds", "write_h5"]
+           "run_shards", "run_slice", "shard_bounds", "write_h5"]

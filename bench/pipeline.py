@@ -42,6 +42,16 @@ from .metacal.validate import draw_noise
 PLACEMENTS = ("deconvolve-then-shear", "shear-then-deconvolve")
 
 
+def check_placement(method, placement: str) -> None:
+    """Raise a BenchValueError when *method* (an instance or class) is not made for *placement*."""
+    if placement not in PLACEMENTS:
+        raise unknown_name("placement", placement, PLACEMENTS)
+    allowed = getattr(method, "placements", None)
+    if allowed and placement not in allowed:
+        raise BenchValueError(f"method {getattr(method, 'name', method)!r} is made for placement "
+                              f"{' or '.join(map(repr, allowed))} only (it was trained there), not {placement!r}")
+
+
 def deconvolve_numpy(method, image, psf, noise_sigma, *, device: str = "cpu"):
     """Run *method* on NumPy (N, B, n, n) inputs on *device*; the result comes back as NumPy."""
     arrays = [np.ascontiguousarray(a) for a in (image, psf, noise_sigma)]
@@ -116,8 +126,7 @@ def run(method, image, psf, noise_sigma, *, pixel_scale: float, row=None, col=No
         observed stamps (None without images, and in the second placement, where the
         method never sees them).
     """
-    if placement not in PLACEMENTS:
-        raise unknown_name("placement", placement, PLACEMENTS)
+    check_placement(method, placement)
     config = config or MetacalConfig()
     if placement == "shear-then-deconvolve":
         res = shear_then_deconvolve(method, image, psf, noise_sigma, pixel_scale=pixel_scale, row=row, col=col,
@@ -165,13 +174,16 @@ def shear_then_deconvolve(method, image, psf, noise_sigma, *, pixel_scale: float
     The method gets each metacal image (noise correction added), the reconvolution PSF
     drawn on the stamp, and the metacal image's per-pixel noise sigma (the stamp's times
     the rms gain of T/P, times sqrt 2 with the correction); its noise is correlated,
-    unlike the stamps a network was trained on.
+    unlike the stamps a network was trained on. With *row*, *col* the shears are about
+    each object's centre (:func:`bench.metacal.render.metacal_images`), so that metacal
+    does not move the object under a method that sees its sub-pixel position.
     """
+    check_placement(method, "shear-then-deconvolve")
     config = config or MetacalConfig()
     t0 = time.perf_counter()
     mc = metacal_images(to_numpy(image), to_numpy(psf), pixel_scale=pixel_scale, config=config,
                         noise=None if noise is None else to_numpy(noise), noise_sigma=to_numpy(noise_sigma),
-                        noise_keys=noise_keys)
+                        noise_keys=noise_keys, row=row, col=col)
     images = mc["images"]
     if method is not None:
         shape = tuple(image.shape)
@@ -193,4 +205,4 @@ def shear_then_deconvolve(method, image, psf, noise_sigma, *, pixel_scale: float
     return res
 
 
-__all__ = ["PLACEMENTS", "deconvolve_numpy", "paired_noise", "run", "shear_then_deconvolve"]
+__all__ = ["PLACEMENTS", "check_placement", "deconvolve_numpy", "paired_noise", "run", "shear_then_deconvolve"]

@@ -43,6 +43,11 @@ class Method(abc.ABC):
     produces_image : bool
         False for methods that are exact inside metacal but return no useful image
         (``fourier``): their PSNR and SSIM are reported as null.
+    placements : tuple of str or None
+        The places in metacal the method is made for (``"deconvolve-then-shear"``,
+        ``"shear-then-deconvolve"``; :mod:`bench.pipeline`), e.g. a network trained on
+        metacal's images; None for any. The harness refuses the others, and the benchmark
+        skips them (and the deconvolution-alone rows, unless the first is listed).
     """
 
     name: ClassVar[str] = ""
@@ -50,6 +55,7 @@ class Method(abc.ABC):
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     requires: ClassVar[tuple[str, ...]] = ()
     produces_image: ClassVar[bool] = True
+    placements: ClassVar[tuple[str, ...] | None] = None
     description: ClassVar[str] = ""
 
     @classmethod
@@ -203,6 +209,33 @@ def check_batch(image, psf, noise_sigma=None, *, xp=None):
             raise BenchValueError(f"noise_sigma must have shape {tuple(image.shape[:2])}, got {tuple(noise_sigma.shape)}")
         if not bool(xp.all(noise_sigma > 0)):
             raise BenchValueError(f"noise_sigma must be > 0, got min {float(xp.min(noise_sigma))!r}")
+
+
+#: quarter-turn averages a network may take (:func:`turn_average`)
+TURNS = (1, 2, 4)
+
+
+def check_turns(turns) -> int:
+    if turns not in TURNS or isinstance(turns, bool):
+        raise BenchValueError(f"turns must be one of {TURNS} (quarter turns the output is averaged over), "
+                              f"got {turns!r}")
+    return int(turns)
+
+
+def turn_average(run, image, psf, noise_sigma, *, turns: int, rot90):
+    """The mean over k < *turns* of ``rot90(run(rot90(image, k), rot90(psf, k), sigma), -k)``.
+
+    A network's convolutions are not exactly rotation-equivariant, so on a round galaxy and
+    PSF its output can carry a constant spin-2 ellipticity: an additive shear bias c that
+    metacal cannot calibrate. A quarter turn flips the sign of a spin-2 quantity, so the
+    mean over 0 and 90 degrees (``turns=2``) cancels that constant; ``turns=4`` averages
+    over the whole rotation group. Costs *turns* passes. *rot90(a, k)* turns the last two
+    axes of the framework's array by k quarter turns.
+    """
+    out = run(image, psf, noise_sigma)
+    for k in range(1, turns):
+        out = out + rot90(run(rot90(image, k), rot90(psf, k), noise_sigma), -k)
+    return out / turns if turns > 1 else out
 
 
 def check_network_batch(name: str, checkpoint, bands: int, stamp_size: int, image, psf, noise_sigma, *, xp):

@@ -52,6 +52,77 @@ def split_quads(ds, val_fraction: float):
     return tr, va
 
 
+#: what a network is trained on: the observed stamps, or metacal's five images of them
+DATA_KINDS = ("stamps", "metacal")
+
+
+def metacal_pairs(ds, idx, *, seed: int = 0, progress: bool = False):
+    """Training pairs for a network that sits after metacal's shear (``shear-then-deconvolve``).
+
+    For each sample of *idx* and each of the five metacal types: the metacal image drawn
+    by :func:`bench.metacal.render.metacal_images` with the benchmark's settings (``gauss``
+    kernel, noise correction on, its fields drawn from *seed* with the dataset's noise
+    pairing), the reconvolution PSF, the image's per-pixel noise sigma (counting the added
+    field), and the target ``S_t(truth)``
+    (:func:`bench.metacal.render.sheared_stamps`). Returns (image, psf, sigma, target)
+    as float32 arrays, type by type (5 rows per sample); objects metacal flags are left out.
+    """
+    from bench.metacal import TYPES, MetacalConfig
+    from bench.metacal.render import metacal_images, sheared_stamps
+    from bench.pipeline import paired_noise
+
+    idx = np.asarray(idx)
+    config = MetacalConfig()
+    img, psf, sig = ds["image"][idx], ds["psf"][idx], ds["noise_sigma"][idx]
+    noise = paired_noise(ds["quad_id"][idx], ds["rotation"][idx], sig, img.shape[1:], seed=seed,
+                         pairing=ds.spec.noise_pairing)
+    centre = dict(row=ds["row"][idx], col=ds["col"][idx])        # shears about the object, as the benchmark's
+    mc = metacal_images(img, psf, pixel_scale=ds.spec.pixel_scale, config=config, noise=noise, noise_sigma=sig,
+                        **centre)
+    targets = sheared_stamps(ds["truth"][idx], step=config.step, **centre)
+    good = np.all(np.asarray(mc["flags"]).reshape(len(idx), -1) == 0, axis=1)   # flagged objects hold zeros
+    s = np.where(np.isfinite(mc["noise_sigma"]), mc["noise_sigma"], 0.0).astype(np.float32)
+    k = len(TYPES)
+    return (np.concatenate([mc["images"][t][good] for t in TYPES]).astype(np.float32),
+            np.concatenate([mc["target_psf"][good]] * k).astype(np.float32),
+            np.concatenate([s[good]] * k),
+            np.concatenate([targets[t][good] for t in TYPES]).astype(np.float32))
+
+
+def training_arrays(ds, tr, va, *, data: str = "stamps", seed: int = 0):
+    """(train, validation): each [image, psf, noise_sigma, target] float32 arrays of one *data* kind.
+
+    ``"stamps"``: the observed stamps, their PSFs and ``truth``; ``"metacal"``: the five
+    metacal images of each sample (:func:`metacal_pairs`), for the second placement.
+    """
+    from bench.errors import unknown_name
+
+    if data not in DATA_KINDS:
+        raise unknown_name("data", data, DATA_KINDS)
+    if data == "metacal":
+        return list(metacal_pairs(ds, tr, seed=seed)), list(metacal_pairs(ds, va, seed=seed))
+    arrays = [np.asarray(ds[k], dtype=np.float32) for k in ("image", "psf", "noise_sigma", "truth")]
+    return [a[tr] for a in arrays], [a[va] for a in arrays]
+
+
+def data_description(data: str) -> str:
+    """What a model card says the network was trained on."""
+    if data == "metacal":
+        return ("metacal's five images (gauss kernel, noise correction on) of each sample, with the "
+                "reconvolution PSF, to the sheared truth: for the shear-then-deconvolve placement")
+    return "the observed stamps with their PSFs, to the truth"
+
+
+def init_description(init) -> dict | None:
+    """The checkpoint a fine-tuning started from: its file name and SHA-256, for the model card."""
+    if init is None:
+        return None
+    import hashlib
+    from pathlib import Path
+
+    return {"file": Path(init).name, "sha256": hashlib.sha256(Path(init).read_bytes()).hexdigest()}
+
+
 def dihedral(arrays, k: int, flip: bool):
     """Rotate the last two axes of every array by ``90 k`` degrees, then mirror them if *flip*.
 
@@ -85,7 +156,7 @@ def main(train, *, prog: str, description: str, default_out, argv=None) -> int:
                         "[NAME-PRESET-DATASET.safetensors here]")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--replace-shipped", action="store_true",
-                   help="allow --out to be the shipped weights (they change only through this flag)")
+                   help="allow --out in the shipped weights' folder (they change only through this flag)")
     p.add_argument("--allow-benchmark-dataset", action="store_true",
                    help=f"train on a dataset the benchmark measures on ({', '.join(BENCHMARK_DATASETS)})")
     p.add_argument("--epochs", type=int, nargs=2, default=[40, 10], help="pre-training, fine-tuning [40 10]")
@@ -94,27 +165,40 @@ def main(train, *, prog: str, description: str, default_out, argv=None) -> int:
     p.add_argument("--val-fraction", type=float, default=0.1, help="validation share of quads [0.1]")
     p.add_argument("--seed", type=int, default=0, help="seed [0]")
     p.add_argument("--resume", action="store_true", help="continue from --out")
+    p.add_argument("--data", default="stamps", choices=DATA_KINDS,
+                   help="train on the observed stamps, or on metacal's five images of them (for the "
+                        "shear-then-deconvolve placement) [stamps]")
+    p.add_argument("--init", default=None,
+                   help="start from this checkpoint's weights (fine-tuning; 'shipped' for the shipped "
+                        "weights) [a new network]")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     from bench.errors import BenchFileError, BenchValueError
 
     check_options(a.epochs, a.lr, a.batch, a.val_fraction)
+    if a.init is not None and a.resume:
+        raise BenchValueError("--init and --resume exclude each other: --resume continues --out itself")
     if a.dataset in BENCHMARK_DATASETS and not a.allow_benchmark_dataset:
         raise BenchValueError(f"--dataset {a.dataset!r} is a benchmark dataset: a network trained on it is "
                               f"judged on its own training data; use 'train' (or --allow-benchmark-dataset)")
-    shipped = os.path.realpath(str(default_out))
+    shipped = os.path.realpath(os.path.dirname(str(default_out)))      # every shipped checkpoint
     if a.out is None:
         from pathlib import Path
         stem = Path(str(default_out)).stem.rsplit("-", 1)[0]
-        a.out = f"{stem}-{a.preset}-{Path(a.dataset).stem}.safetensors"
-    if os.path.realpath(a.out) == shipped and not a.replace_shipped:
-        raise BenchFileError(f"--out {a.out!r} is the shipped weights; pass --replace-shipped to retrain them")
+        a.out = f"{stem}-{a.preset}-{Path(a.dataset).stem}{'-metacal' * (a.data == 'metacal')}.safetensors"
+    if os.path.dirname(os.path.realpath(a.out)) == shipped and not a.replace_shipped:
+        raise BenchFileError(f"--out {a.out!r} is in the shipped weights' folder; pass --replace-shipped to "
+                             f"retrain them")
     if os.path.exists(a.out) and not (a.overwrite or a.resume or a.replace_shipped):
         raise BenchFileError(f"--out {a.out!r} exists; pass --overwrite to replace it or --resume to continue it")
     if a.resume and not os.path.exists(a.out):
         raise BenchFileError(f"--resume: no checkpoint at --out {a.out!r}")
+    if a.init == "shipped":
+        a.init = str(default_out)
+    if a.init is not None and not os.path.isfile(a.init):
+        raise BenchFileError(f"--init {a.init!r}: no such checkpoint file")
     card = train(dataset=a.dataset, preset=a.preset, out=a.out, epochs=tuple(a.epochs), lr=tuple(a.lr),
                  batch=a.batch, val_fraction=a.val_fraction, seed=a.seed, resume=a.resume,
-                 progress=not a.no_progress)
+                 progress=not a.no_progress, data=a.data, init=a.init)
     print(json.dumps(card["validation"]), f"{card['wall_time_s']} s, {card['steps']} steps -> {a.out}")
     return 0

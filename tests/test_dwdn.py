@@ -89,3 +89,43 @@ def test_astro_loss_same_code_for_numpy_and_torch():
     a = float(astro_loss(p, t))
     b = float(astro_loss(torch.as_tensor(p), torch.as_tensor(t)))
     assert a > 0.1 and a == pytest.approx(b, rel=1e-9)
+
+
+def test_metacal_weights_are_a_fine_tuning_of_the_shipped_ones():
+    import hashlib
+
+    from methods import get_method_class
+    from methods.dwdn.checkpoint import METACAL_CHECKPOINT
+
+    card = json.loads(card_path(METACAL_CHECKPOINT).read_text())
+    assert card["dataset"] == "train" and "metacal" in card["schedule"]["data"]
+    assert card["schedule"]["init"]["sha256"] == hashlib.sha256(DEFAULT_CHECKPOINT.read_bytes()).hexdigest()
+    cls = get_method_class("dwdn-metacal")
+    assert cls.placements == ("shear-then-deconvolve",) and cls.default_checkpoint() == METACAL_CHECKPOINT
+    assert get_method("dwdn-metacal").turns == 2 and get_method("dwdn").turns == 1
+
+
+def test_fine_tuning_on_metacal_images(tmp_path, smoke):
+    from methods.dwdn.train import train
+    out = tmp_path / "ft.safetensors"
+    card = train(dataset="smoke", out=str(out), epochs=(0, 1), lr=(1e-3, 1e-4), batch=8, progress=False,
+                 data="metacal", init=str(DEFAULT_CHECKPOINT))
+    assert card["steps"] > 0 and out.exists()
+    assert card["schedule"]["init"]["file"] == DEFAULT_CHECKPOINT.name
+    assert "metacal" in card["schedule"]["data"]
+
+
+def test_four_turns_make_the_network_rotation_equivariant(smoke):
+    img, psf, sig = _t(smoke["image"][:4]), _t(smoke["psf"][:4]), _t(smoke["noise_sigma"][:4])
+    m = get_method("dwdn", turns=4)
+
+    def rot(a):
+        return torch.rot90(a, 1, dims=(-2, -1)).contiguous()
+
+    out, out_rot = m.deconvolve(img, psf, sig), m.deconvolve(rot(img), rot(psf), sig)
+    np.testing.assert_allclose(out_rot.numpy(), rot(out).numpy(), atol=1e-5 * float(out.abs().max()))
+    plain = get_method("dwdn")
+    gap = (plain.deconvolve(rot(img), rot(psf), sig) - rot(plain.deconvolve(img, psf, sig))).abs().max()
+    assert float(gap) > 1e-3 * float(out.abs().max())          # without the average it is not
+    with pytest.raises(BenchValueError, match="turns must be one of"):
+        get_method("dwdn", turns=3)

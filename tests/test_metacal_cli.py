@@ -113,3 +113,57 @@ def test_out_may_not_be_the_input_or_in_a_missing_directory(tmp_path, good):
     r = run_module("bench.metacal", p, "--out", tmp_path / "no" / "such" / "out.npz")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "No such file" in r.stderr
     assert not list(tmp_path.glob("**/*.tmp*"))
+
+
+def _h5(tmp_path, d, name="in.h5"):
+    from bench.distributed import write_h5
+    return write_h5(tmp_path / name, d, chunk=4)
+
+
+def test_hdf5_input_is_read_in_chunks_and_matches_npz(tmp_path, reference):
+    from conftest import assert_same_to_rounding
+
+    d = {k: reference[k][:12] for k in ("image", "psf", "noise_sigma", "row", "col")}   # fields drawn by index
+    d["pixel_scale"] = reference["pixel_scale"]
+    np.savez(tmp_path / "in.npz", **d)
+    _h5(tmp_path, d)
+    outs = {}
+    for name, extra in (("in.npz", []), ("in.h5", ["--shard-size", "4"])):
+        out = tmp_path / f"out-{name}.npz"
+        r = run_module("bench.metacal", tmp_path / name, "--out", out, "--method", "wiener-fftw", *extra)
+        assert r.returncode == 0, r.stderr
+        with np.load(out) as f:
+            outs[name] = {k: f[k] for k in f.files}
+    for k in ("noshear_e1", "1p_e1", "2m_e2", "R11", "R22", "flags"):
+        assert_same_to_rounding(outs["in.h5"][k], outs["in.npz"][k], k)
+    assert list((tmp_path).glob("*.parts")) == []
+
+
+H5_CASES = {k: CASES[k] for k in ("nan", "zero_psf", "missing", "sigma", "scale", "shape", "count", "complex",
+                                  "row_outside", "scale_huge")}
+
+
+@pytest.mark.parametrize("case", sorted(H5_CASES))
+def test_bad_hdf5_input_exits_2(tmp_path, good, case):
+    _, d = good
+    d = {k: np.array(v, copy=True) for k, v in d.items()}
+    mutate, words = H5_CASES[case]
+    mutate(d)
+    out = tmp_path / "out.npz"
+    r = run_module("bench.metacal", _h5(tmp_path, d), "--out", out, "--shard-size", "4")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert words in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_hdf5_errors_name_the_object_in_the_file(tmp_path, good):
+    _, d = good
+    d = {k: np.array(v, copy=True) for k, v in d.items()}
+    d["psf"][6] = 0.0                         # in the second chunk of 4
+    r = run_module("bench.metacal", _h5(tmp_path, d), "--out", tmp_path / "out.npz", "--shard-size", "4")
+    assert r.returncode == 2 and "psf of object 6 sums to 0.0" in r.stderr, r.stderr
+    assert not (tmp_path / "out.npz").exists()
+    not_h5 = tmp_path / "fake.h5"
+    not_h5.write_bytes(b"not hdf5")
+    r = run_module("bench.metacal", not_h5, "--out", tmp_path / "out.npz")
+    assert r.returncode == 2 and "not a readable HDF5 file" in r.stderr

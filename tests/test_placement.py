@@ -17,7 +17,7 @@ from bench.errors import BenchKeyError
 from bench.metacal import TYPES, MetacalConfig
 from bench.metacal.engine import _shapes
 from bench.metacal.render import measure, metacal_images, pixel_moments
-from bench.pipeline import PLACEMENTS, run
+from bench.pipeline import PLACEMENTS, run, shear_then_deconvolve
 from bench.shear import shear_bias
 from methods.fourier import FourierDeconvolution
 
@@ -181,3 +181,103 @@ def test_method_returning_the_wrong_shape_is_named(ref):
         with pytest.raises(BenchValueError, match="'cropper' returned shape"):
             run(Cropper(), ref["image"][:4], ref["psf"][:4], ref["noise_sigma"][:4],
                 pixel_scale=float(ref["pixel_scale"]), placement=placement)
+
+
+@pytest.mark.parametrize("t", TYPES)
+@pytest.mark.parametrize("about", ["stamp", "object"])
+def test_sheared_stamps_match_galsim(t, about):
+    """Metacal's shear of an offset band-limited profile against GalSim: about the stamp centre it
+    shears the shifted profile, about the object's centre it shifts the sheared profile."""
+    galsim = pytest.importorskip("galsim")
+    from bench.metacal.config import shears
+    from bench.metacal.render import sheared_stamps
+
+    n, scale, (dx, dy) = 48, 0.2, (0.4, -0.3)                  # offsets in pixels
+    prof = galsim.Gaussian(sigma=0.5).shear(g1=0.2, g2=-0.1)     # 2.5 px: band-limited
+
+    def draw(p):
+        return p.drawImage(nx=n, ny=n, scale=scale, method="no_pixel").array.astype(np.float32)
+
+    shifted = prof.shift(dx * scale, dy * scale)
+    c = (n - 1) / 2
+    centre = dict(row=[c + dy], col=[c + dx]) if about == "object" else {}
+    got = sheared_stamps(draw(shifted)[None], step=0.01, **centre)[t][0]
+    g1, g2 = shears(0.01)[t]
+    want = draw(prof.shear(g1=g1, g2=g2).shift(dx * scale, dy * scale) if about == "object"
+                else shifted.shear(g1=g1, g2=g2))
+    np.testing.assert_allclose(got, want, atol=2e-5 * want.max())
+
+
+def test_sheared_truth_reconvolved_is_the_noiseless_metacal_image():
+    """T * S_t(truth) against the metacal images of the noiseless stamps: the training targets of the
+    networks for the second placement are what those images deconvolve to."""
+    from bench.dataset import load_dataset
+    from bench.fourier import convolve
+    from bench.metacal.render import sheared_stamps
+
+    ds = load_dataset("smoke")
+    idx = np.arange(8)
+    mc = metacal_images(ds["noiseless"][idx], ds["psf"][idx], pixel_scale=ds.spec.pixel_scale,
+                        config=MetacalConfig(noise_correction=False))
+    target = sheared_stamps(ds["truth"][idx])
+    for t in TYPES:
+        ref = mc["images"][t]
+        np.testing.assert_allclose(convolve(target[t], mc["target_psf"]), ref, atol=5e-3 * np.abs(ref).max())
+
+
+class SecondOnly(ExactDivision):
+    name = "second-only"
+    placements = ("shear-then-deconvolve",)
+
+
+def test_method_made_for_one_placement_refuses_the_other(ref):
+    from bench.errors import BenchValueError
+
+    args = (ref["image"][:4], ref["psf"][:4], ref["noise_sigma"][:4])
+    with pytest.raises(BenchValueError, match="'second-only' is made for placement 'shear-then-deconvolve' only"):
+        run(SecondOnly(), *args, pixel_scale=float(ref["pixel_scale"]), placement=PLACEMENTS[0])
+    res, _ = run(SecondOnly(), *args, pixel_scale=float(ref["pixel_scale"]), placement=PLACEMENTS[1],
+                 noise=ref["noise"][:4])
+    assert str(res["placement"]) == PLACEMENTS[1]
+
+
+class Binned(ExactDivision):
+    """No deconvolution: the mean of each 4 x 4 block of pixels, repeated over the block. Its output
+    depends on where the object sits on the pixel grid, as a network's does."""
+    name = "binned"
+
+    def deconvolve(self, image, psf, noise_sigma=None):
+        n = image.shape[-1]
+        b = image.reshape(image.shape[:-2] + (n // 4, 4, n // 4, 4)).mean(axis=(-3, -1))
+        return np.repeat(np.repeat(b, 4, axis=-2), 4, axis=-1)
+
+
+def test_second_placement_shears_about_the_object(paired):
+    """Sheared about the stamp centre, metacal would also move each object by (S - 1)(x0 - c), which the
+    real shear does not; a sub-pixel-sensitive method then shows an m that shearing about the object removes."""
+    spec, d = paired
+    cfg = MetacalConfig(noise_correction=False)
+    args = (d["noiseless"][:, 0], d["psf"][:, 0], d["noise_sigma"][:, 0])
+    m = {}
+    for about, centre in (("object", dict(row=d["row"], col=d["col"])), ("stamp", {})):
+        res = shear_then_deconvolve(Binned(), *args, pixel_scale=spec.pixel_scale, config=cfg, **centre)
+        if about == "stamp":        # measured at the object as before, only the shear centre differs
+            images = metacal_images(*args[:2], pixel_scale=spec.pixel_scale, config=cfg)
+            sq = {t: Binned().deconvolve(images["images"][t], images["target_psf"]) for t in TYPES}
+            res = measure(sq, pixel_scale=spec.pixel_scale, row=d["row"], col=d["col"], config=cfg)
+        row = shear_bias(res, quad_id=d["quad_id"], shear_sign=d["shear_sign"], g=spec.shear).loc["all"]
+        m[about] = (row.m, row.m_err)
+    print(f"\n4 x 4 binning after the shear: m = {m['object'][0]:+.5f} +- {m['object'][1]:.5f} about the object, "
+          f"{m['stamp'][0]:+.5f} +- {m['stamp'][1]:.5f} about the stamp centre")
+    assert abs(m["object"][0]) < 3 * m["object"][1] + 1e-3
+    assert abs(m["stamp"][0] - m["object"][0]) > 5 * max(m["object"][1], m["stamp"][1])
+
+
+def test_command_line_refuses_a_method_outside_its_placement(ref, tmp_path):
+    inp = tmp_path / "in.npz"
+    np.savez(inp, image=ref["image"][:4], psf=ref["psf"][:4], noise_sigma=ref["noise_sigma"][:4],
+             pixel_scale=ref["pixel_scale"])
+    r = run_module("bench.metacal", inp, "--out", tmp_path / "out.npz", "--method", "dwdn-metacal")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "'dwdn-metacal' is made for placement 'shear-then-deconvolve' only" in r.stderr
+    assert not (tmp_path / "out.npz").exists()

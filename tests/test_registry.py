@@ -101,3 +101,28 @@ def test_misbehaving_plugins_are_reported_not_fatal():
             "print(c.__module__)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert r.stdout.strip() == "methods.fourier", r.stdout + r.stderr
+
+
+def test_turn_average_cancels_a_constant_spin2_artefact():
+    """A 'network' that adds a fixed e1 pattern to a round input: two quarter turns cancel it."""
+    from bench.metacal.render import pixel_moments
+    from methods.registry import turn_average
+
+    n = 32
+    y, x = np.mgrid[:n, :n] - (n - 1) / 2
+    round_ = np.exp(-0.5 * (x * x + y * y) / 9.0)[None, None]
+    artefact = 0.01 * (x * x - y * y) * np.exp(-0.5 * (x * x + y * y) / 16.0)
+
+    def run(img, psf, sig):
+        return img + artefact
+
+    def rot90(a, k):
+        return np.rot90(a, k, axes=(-2, -1))
+
+    def e1(a):
+        m = pixel_moments(a[:, 0], pixel_scale=0.2)[0]
+        return (m[1] - m[2]) / (m[1] + m[2])
+
+    assert abs(e1(run(round_, None, None))) > 0.05
+    for turns in (2, 4):
+        assert abs(e1(turn_average(run, round_, round_, None, turns=turns, rot90=rot90))) < 1e-12

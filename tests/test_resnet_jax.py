@@ -122,3 +122,23 @@ def test_astronomical_loss_is_shared_with_torch():
     lj = float(astro_loss(jnp.asarray(a), jnp.asarray(b)))
     lt = float(astro_loss(torch.as_tensor(a), torch.as_tensor(b)))
     assert lj == pytest.approx(lt, rel=1e-5) and lj > 0
+
+
+def test_metacal_weights_and_turns(smoke):
+    import hashlib
+
+    from methods.resnet_jax.checkpoint import METACAL_CHECKPOINT
+
+    card = json.loads(card_path(METACAL_CHECKPOINT).read_text())
+    assert card["dataset"] == "train" and "metacal" in card["schedule"]["data"]
+    assert card["schedule"]["init"]["sha256"] == hashlib.sha256(DEFAULT_CHECKPOINT.read_bytes()).hexdigest()
+    m = get_method("resnet-jax-metacal")
+    assert m.turns == 2 and m.placements == ("shear-then-deconvolve",)
+    img, psf, sig = (jnp.asarray(smoke[k][:4]) for k in ("image", "psf", "noise_sigma"))
+    four = get_method("resnet-jax", turns=4)
+
+    def rot(a):
+        return jnp.rot90(a, 1, axes=(-2, -1))
+
+    out, out_rot = four.deconvolve(img, psf, sig), four.deconvolve(rot(img), rot(psf), sig)
+    np.testing.assert_allclose(np.asarray(out_rot), np.asarray(rot(out)), atol=1e-5 * float(jnp.abs(out).max()))

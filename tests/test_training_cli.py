@@ -17,6 +17,9 @@ SHIPPED = {"methods.dwdn.train": ROOT / "methods/dwdn/weights/dwdn-small.safeten
     (["--lr", "1e-3", "inf"], "lr takes two finite learning rates > 0"),
     (["--dataset", "default"], "'default' is a benchmark dataset"),
     (["--resume"], "--resume: no checkpoint"),
+    (["--init", "nowhere.safetensors"], "--init 'nowhere.safetensors': no such checkpoint file"),
+    (["--init", "shipped", "--resume"], "--init and --resume exclude each other"),
+    (["--data", "pixels"], "invalid choice: 'pixels'"),
 ])
 def test_bad_training_options_exit_2(tmp_path, module, args, words):
     out = tmp_path / "new.safetensors"
@@ -32,6 +35,9 @@ def test_shipped_and_existing_weights_are_not_overwritten(tmp_path, module):
     r = run_module(module, "--out", SHIPPED[module], "--no-progress")
     assert r.returncode == 2 and "--replace-shipped" in r.stderr
     assert SHIPPED[module].read_bytes() == before
+    beside = SHIPPED[module].parent / "another.safetensors"        # the folder holds the metacal weights too
+    r = run_module(module, "--out", beside, "--no-progress")
+    assert r.returncode == 2 and "--replace-shipped" in r.stderr and not beside.exists()
     mine = tmp_path / "mine.safetensors"
     mine.write_bytes(b"the user's")
     r = run_module(module, "--out", mine, "--no-progress")

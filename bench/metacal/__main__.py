@@ -15,12 +15,14 @@ import numpy as np
 from ..cli import make_parser, run_cli
 from ..errors import BenchFileError, BenchValueError, unknown_name
 from .config import KERNELS, MetacalConfig
-from .validate import load_input, validate_input
+from .validate import H5_SUFFIXES, load_input, open_h5_input, validate_input
 
 
 def parser():
-    p = make_parser("python -m bench.metacal", "Batched metacalibration of stamps in an npz file.")
-    p.add_argument("input", help="npz with image, psf, noise_sigma, pixel_scale [, row, col, noise]")
+    p = make_parser("python -m bench.metacal", "Batched metacalibration of stamps in an npz or HDF5 file.")
+    p.add_argument("input", help="npz with image, psf, noise_sigma, pixel_scale [, row, col, noise]; or an "
+                                 "HDF5 file (.h5, .hdf5) with those datasets and a pixel_scale attribute, "
+                                 "a dataset cache included, read in chunks of --shard-size")
     p.add_argument("--out", required=True, help="output npz")
     p.add_argument("--method", default="fourier", help="registered deconvolution method [fourier]")
     p.add_argument("--psf", "--kernel", dest="psf", default=MetacalConfig.kernel, metavar="KERNEL",
@@ -40,7 +42,7 @@ def parser():
                    help="run on a local Dask cluster of this many worker processes [one process, no Dask]")
     p.add_argument("--scheduler", default=None, help="run on the Dask scheduler at tcp://HOST:PORT")
     p.add_argument("--shard-size", type=int, default=None,
-                   help="samples per Dask task, a multiple of 4 [4096]")
+                   help="samples per Dask task, or per chunk read from an HDF5 input, a multiple of 4 [4096]")
     p.add_argument("--work-dir", default=None,
                    help="where Dask shards are kept until the output is written; an interrupted run "
                         "started again with the same input and options continues there [OUT.parts]")
@@ -56,9 +58,8 @@ def main(argv=None) -> int:
     if a.device not in ("cpu", "cuda"):
         raise unknown_name("device", a.device, ("cpu", "cuda"))
     cls = get_method_class(a.method)
-    from ..pipeline import PLACEMENTS
-    if a.placement not in PLACEMENTS:
-        raise unknown_name("placement", a.placement, PLACEMENTS)
+    from ..pipeline import check_placement
+    check_placement(cls, a.placement)
     runs_method = cls.produces_image or a.placement == "shear-then-deconvolve"
     if a.device == "cuda":
         from ..devices import cuda_unavailable_reason, module_missing
@@ -68,12 +69,20 @@ def main(argv=None) -> int:
             raise BenchValueError(f"--device cuda is unavailable here: {why}")
     if os.path.exists(a.out) and os.path.samefile(a.out, a.input):
         raise BenchFileError(f"--out {a.out!r} is the input file; give another path")
-    d = load_input(a.input)
-    validate_input(d)
+    h5 = a.input.lower().endswith(H5_SUFFIXES)
+    if h5:          # read and checked chunk by chunk: memory stays that of a chunk
+        n_objects, _ = open_h5_input(a.input)
+        d = None
+    else:
+        d = load_input(a.input)
+        validate_input(d)
     if a.workers is not None or a.scheduler:
         return _main_distributed(a, d, cfg)
-    if a.shard_size is not None or a.work_dir is not None:
-        raise BenchValueError("--shard-size and --work-dir need --workers or --scheduler")
+    if a.work_dir is not None or (a.shard_size is not None and not h5):
+        raise BenchValueError("--shard-size and --work-dir need --workers or --scheduler (or, --shard-size, "
+                              "an HDF5 input)")
+    if h5:
+        return _main_chunked(a, cfg, n_objects, runs_method)
     from .. import pipeline
 
     image, psf = d["image"], d["psf"]
@@ -102,8 +111,24 @@ def _write_output(a, out) -> None:
           f"{float(out['time_s']):.3f} s -> {a.out}")
 
 
+def _main_chunked(a, cfg, n_objects: int, runs_method: bool) -> int:
+    """An HDF5 input in one process, one chunk of --shard-size samples at a time; the output
+    is written only once every chunk has been checked and measured."""
+    from dataclasses import asdict
+
+    from ..distributed import SHARD_SIZE, gather_outputs, run_slice, shard_bounds
+
+    bounds = shard_bounds(n_objects, SHARD_SIZE if a.shard_size is None else a.shard_size)
+    kwargs = {k: v for k, v in asdict(cfg).items() if k != "chunk"}
+    parts = [run_slice(a.input, start, stop, metacal_kwargs=kwargs, method=a.method if runs_method else None,
+                       device=a.device, placement=a.placement, validate=True) for start, stop in bounds]
+    _write_output(a, gather_outputs(parts))
+    return 0
+
+
 def _main_distributed(a, d, cfg) -> int:
-    """The same computation as shards on Dask: the input becomes a chunked HDF5 file the workers read."""
+    """The same computation as shards on Dask: the input becomes a chunked HDF5 file the workers read
+    (an HDF5 input is read as it is; *d* is None then)."""
     from dataclasses import asdict
     from pathlib import Path
 
@@ -113,7 +138,8 @@ def _main_distributed(a, d, cfg) -> int:
     if a.workers is not None and a.scheduler:
         raise BenchValueError("give --workers or --scheduler, not both")
     shard = SHARD_SIZE if a.shard_size is None else a.shard_size
-    shard_bounds(len(d["image"]), shard)                          # validates the size before any work
+    n_objects = open_h5_input(a.input)[0] if d is None else len(d["image"])
+    shard_bounds(n_objects, shard)                                # validates the size before any work
     check_cluster(a.scheduler, a.workers)                         # before the work directory is made
     work = Path(a.work_dir or a.out + ".parts")
     # a directory this command made carries a marker, so that the run that finishes an
@@ -127,10 +153,12 @@ def _main_distributed(a, d, cfg) -> int:
     # the copy is trusted only if this command made it from this very input file
     input_id = json.dumps({"input": os.path.abspath(a.input), "id": file_identity(a.input)})
     ours = stamp.exists() and stamp.read_text() == input_id
-    if source.exists() and not stamp.exists():
+    if d is None:
+        source = Path(a.input)
+    elif source.exists() and not stamp.exists():
         raise BenchFileError(f"--work-dir {str(work)!r} holds an input.h5 this command did not write; "
                              f"choose another --work-dir")
-    if not (source.exists() and ours):
+    if d is not None and not (source.exists() and ours):
         stamp.unlink(missing_ok=True)
         tmp = work / f"input.h5.tmp{os.getpid()}"
         write_h5(tmp, {k: v for k, v in d.items() if k in ("image", "psf", "noise_sigma", "row", "col",
@@ -141,8 +169,9 @@ def _main_distributed(a, d, cfg) -> int:
     identity = {"input": input_id, "weights": _weights_identity(a.method)}
     client = connect(a.scheduler, a.workers, device=a.device)
     try:
-        paths = run_shards(client, source, len(d["image"]), work / "shards", shard_size=shard, identity=identity,
-                           metacal_kwargs=kwargs, method=a.method, device=a.device, placement=a.placement)
+        paths = run_shards(client, source, n_objects, work / "shards", shard_size=shard, identity=identity,
+                           metacal_kwargs=kwargs, method=a.method, device=a.device, placement=a.placement,
+                           **({"validate": True} if d is None else {}))      # an npz input was checked whole
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"finished shards kept in {str(work)!r}: the same command continues from them") \
             from None
@@ -151,8 +180,9 @@ def _main_distributed(a, d, cfg) -> int:
     _write_output(a, gather_outputs(paths))
     # remove what this command made, and the directory only if it made it and nothing else is there
     remove_shards(work / "shards")
-    source.unlink(missing_ok=True)
-    stamp.unlink(missing_ok=True)
+    if d is not None:                                             # never the user's own input
+        source.unlink(missing_ok=True)
+        stamp.unlink(missing_ok=True)
     if made_dir:
         marker.unlink(missing_ok=True)
         try:
@@ -164,17 +194,10 @@ def _main_distributed(a, d, cfg) -> int:
 
 def _weights_identity(name: str) -> str | None:
     """Fingerprint of the weights a registered method loads by default (None for methods without)."""
-    import importlib
-
     from methods import get_method_class
 
     cls = get_method_class(name)
-    pkg = importlib.import_module(cls.__module__)
-    try:
-        ckpt = importlib.import_module(pkg.__name__ + ".checkpoint")
-    except ImportError:
-        return None
-    path = getattr(ckpt, "DEFAULT_CHECKPOINT", None)
+    path = cls.default_checkpoint() if hasattr(cls, "default_checkpoint") else None
     from ..distributed import file_identity
     return f"{path}:{file_identity(path)}" if path and os.path.exists(path) else None
 

@@ -136,8 +136,25 @@ def rotate_out(xp, x):
     return xp.permute_dims(xp.flip(x, axis=-2), axes)
 
 
+def _offsets(row, col, shape) -> np.ndarray | None:
+    """(N B, 2) offsets (dx, dy) of each stamp's shear centre from the stamp centre, or None."""
+    if row is None and col is None:
+        return None
+    N, n = shape[0], shape[-1]
+    B = shape[1] if len(shape) == 4 else 1
+    x0, y0 = check_centres(row, col, N, n, B)              # offsets from (n - 1) / 2, per stamp
+    return np.stack([x0, y0], axis=1)
+
+
+def _about(xp, Fr, Fi, qx, qy, d, dev, ftype, sign=1.0):
+    """(Fr, Fi) times exp(sign i (qx dx + qy dy)) per stamp: moves the transform's origin to d."""
+    ph = sign * (qx[None] * d[:, 0, None, None] + qy[None] * d[:, 1, None, None])
+    c, s = (xp.asarray(f(ph), device=dev, dtype=ftype) for f in (np.cos, np.sin))
+    return Fr * c - Fi * s, Fr * s + Fi * c
+
+
 def metacal_images(image, psf, *, pixel_scale: float, config: MetacalConfig | None = None, noise=None,
-                   noise_sigma=None, noise_keys=None) -> dict:
+                   noise_sigma=None, noise_keys=None, row=None, col=None) -> dict:
     """Draw the five metacal images of each stamp, with the noise correction added.
 
     Parameters
@@ -154,6 +171,15 @@ def metacal_images(image, psf, *, pixel_scale: float, config: MetacalConfig | No
         Per-pixel noise sigma of the stamps: scales drawn fields and the returned noise level.
     noise_keys : array_like of int, shape (N,), optional
         Keys of the drawn fields. [default: the object's index]
+    row, col : array_like, shape (N,), optional
+        The objects' centres (pixels, 0-based). When given, the shears are about each
+        object's centre, as ngmix's with the observation's jacobian there, and as the real
+        shear of a simulated galaxy is; the object then stays where its moments are
+        measured. About the stamp centre instead, metacal also moves the object by
+        ``(S - 1)(x0 - c)``, up to 0.005 pixel, which the real shear does not: nothing for
+        an exact linear measurement, but a bias for a method whose output depends on the
+        sub-pixel position (a network: ``tests/test_placement.py``). [default: the stamp
+        centre, as the engine]
 
     Returns
     -------
@@ -176,6 +202,7 @@ def metacal_images(image, psf, *, pixel_scale: float, config: MetacalConfig | No
         turned = noise_fields(xp, dev, image, config, noise=noise, noise_sigma=noise_sigma, keys=noise_keys)
         nse = xp.astype(xp.reshape(turned, (-1, n, n)), ftype)
     flags, good = flag_inputs(xp, img, ps, None, nse)
+    offsets = _offsets(row, col, shape)
     L, X, kx, ky, w = _grid(n)
     KX, KY = np.meshgrid(kx, ky)
     out = {t: xp.zeros((img.shape[0], n, n), dtype=ftype, device=dev) for t in TYPES}
@@ -201,11 +228,16 @@ def metacal_images(image, psf, *, pixel_scale: float, config: MetacalConfig | No
             Fr, Fi = _dtft(xp, xp.concat([src, p], axis=0), X, qx, qy, dev, ftype)
             k = src.shape[0]
             Ir, Ii, Pr, Pi = Fr[:k], Fi[:k], Fr[k:], Fi[k:]
+            if offsets is not None:            # the image's transform about its object's centre
+                d = offsets[idx] if nse is None else np.concatenate([offsets[idx]] * 2)   # fields: the same
+                Ir, Ii = _about(xp, Ir, Ii, qx, qy, d, dev, ftype)
             if nse is not None:
                 Pr, Pi = xp.concat([Pr, Pr], axis=0), xp.concat([Pi, Pi], axis=0)
             den = Pr * Pr + Pi * Pi
             Dr, Di = (Ir * Pr + Ii * Pi) / den, (Ii * Pr - Ir * Pi) / den         # I / P
             Or, Oi = Dr * Tr - Di * Ti, Dr * Ti + Di * Tr
+            if offsets is not None:            # and back to the stamp centre's origin
+                Or, Oi = _about(xp, Or, Oi, KX, KY, d, dev, ftype, sign=-1.0)
             o = _inverse(xp, Or, Oi, X, kx, ky, w, L, dev, ftype)
             if nse is not None:
                 o = o[:m] + rotate_out(xp, o[m:])
@@ -224,6 +256,56 @@ def metacal_images(image, psf, *, pixel_scale: float, config: MetacalConfig | No
     return {"images": {t: xp.reshape(_zero(xp, o, zero, dev), shape) for t, o in out.items()},
             "target_psf": xp.reshape(_zero(xp, tpsf, zero, dev), shape),
             "noise_sigma": sig_out.reshape(lead), "flags": flags.reshape(lead)}
+
+
+def sheared_stamps(stamps, *, step: float = 0.01, row=None, col=None, chunk: int = 1024) -> dict:
+    """Metacal's five shears applied to band-limited stamps, with no PSF removed or added.
+
+    What a method after the shear should recover from each metacal image: the noiseless
+    metacal image of type t is ``T * S_t(truth)``, so its deconvolution by T is
+    ``S_t(truth)``, this function of a dataset's ``truth`` (training targets,
+    :func:`methods.training.metacal_pairs`). Same grid and transforms as
+    :func:`metacal_images`.
+
+    Parameters
+    ----------
+    stamps : ndarray, shape (N, n, n) or (N, B, n, n)
+        Band-limited stamps centred like the dataset's (true centre ``(n - 1) / 2``).
+    step : float
+        The shear step. [default: 0.01]
+    row, col : array_like, shape (N,), optional
+        Shear about these centres, as :func:`metacal_images`. [default: the stamp centre]
+    chunk : int
+        Stamps per transform. [default: 1024]
+
+    Returns
+    -------
+    dict
+        {type: float32 ndarray shaped like *stamps*} for the five types.
+    """
+    a = np.asarray(stamps)
+    if a.ndim not in (3, 4) or a.shape[-1] != a.shape[-2]:
+        from ..errors import BenchValueError
+        raise BenchValueError(f"stamps must be (N, n, n) or (N, B, n, n) with square stamps, got shape {a.shape}")
+    n = a.shape[-1]
+    flat = np.ascontiguousarray(a.reshape(-1, n, n), dtype=np.float32)
+    offsets = _offsets(row, col, a.shape)
+    L, X, kx, ky, w = _grid(n)
+    KX, KY = np.meshgrid(kx, ky)
+    out = {}
+    for t in TYPES:
+        S = shear_matrix(*shears(step)[t])
+        qx, qy = S[0, 0] * KX + S[0, 1] * KY, S[1, 0] * KX + S[1, 1] * KY
+        parts = []
+        for s in range(0, len(flat), chunk):
+            Fr, Fi = _dtft(np, flat[s:s + chunk], X, qx, qy, None, np.float32)
+            if offsets is not None:
+                d = offsets[s:s + chunk]
+                Fr, Fi = _about(np, Fr, Fi, qx, qy, d, None, np.float32)
+                Fr, Fi = _about(np, Fr, Fi, KX, KY, d, None, np.float32, sign=-1.0)
+            parts.append(_inverse(np, Fr, Fi, X, kx, ky, w, L, None, np.float32))
+        out[t] = np.concatenate(parts).reshape(a.shape)
+    return out
 
 
 def _put(xp, dest, sel, values):
@@ -322,4 +404,4 @@ def xp_reshape(a, shape):
     """Reshape any framework's array."""
     return namespace(a).reshape(a, shape)
 
-__all__ = ["grid_size", "measure", "metacal_images", "pixel_moments", "rotate_out"]
+__all__ = ["grid_size", "measure", "metacal_images", "pixel_moments", "rotate_out", "sheared_stamps"]

@@ -162,8 +162,65 @@ def load_input(path: str) -> dict[str, np.ndarray]:
     return data
 
 
-def validate_input(d: dict[str, np.ndarray]) -> None:
-    """Check the arrays of an input file; raises naming the bad key and value."""
+H5_SUFFIXES = (".h5", ".hdf5")
+
+
+def open_h5_input(path: str) -> tuple[int, float]:
+    """(number of objects, pixel scale) of an HDF5 input, checked without reading its stamps.
+
+    The file holds datasets ``image``, ``psf``, ``noise_sigma`` (optional ``row``, ``col``,
+    ``noise``) with the npz input's shapes, and ``pixel_scale`` as an attribute (or in the
+    ``spec`` attribute of a dataset cache, which is such a file). The values are checked
+    chunk by chunk as they are read (:func:`validate_input` with an offset).
+    """
+    import json
+
+    import h5py
+
+    if not os.path.exists(path):
+        raise BenchFileError(f"input file not found: {path!r}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise BenchValueError(f"{path!r} is not a readable HDF5 file ({err})") from None
+    with f:
+        for key in INPUT_KEYS[:3]:
+            if key not in f or not isinstance(f[key], h5py.Dataset):
+                raise BenchKeyError(f"{path!r} has no dataset {key!r} (needs {', '.join(INPUT_KEYS[:3])}, "
+                                    f"and a pixel_scale attribute)")
+        shapes = {k: f[k].shape for k in ("image", "psf", "noise_sigma", "row", "col", "noise") if k in f}
+        dtypes = {k: f[k].dtype for k in shapes}
+        scale = f.attrs.get("pixel_scale")
+        if scale is None and "spec" in f.attrs:
+            scale = json.loads(f.attrs["spec"]).get("pixel_scale")
+    if scale is None:
+        raise BenchKeyError(f"{path!r} has no pixel_scale attribute")
+    for k in ("image", "psf", "noise_sigma", "row", "col", "noise"):
+        if k in shapes and not _real(dtypes[k]):
+            raise BenchTypeError(f"{k} must hold real numbers, got dtype {dtypes[k]}")
+    N = shapes["image"][0]
+    want = {"psf": shapes["image"], "noise": shapes["image"], "row": (N,), "col": (N,)}
+    for k, shp in shapes.items():
+        if shp[:1] != (N,):
+            raise BenchValueError(f"image has {N} objects but {k} has {shp[0] if shp else 0} (shape {shp})")
+    for k, shp in shapes.items():
+        if k in want and shp != want[k]:
+            raise BenchValueError(f"{k} shape {shp} does not match image shape {shapes['image']} (must be {want[k]})")
+    if shapes["noise_sigma"] not in ((N,), shapes["image"][:2]):
+        raise BenchValueError(f"noise_sigma must have shape ({N},) or {shapes['image'][:2]}, got "
+                              f"{shapes['noise_sigma']}")
+    # the rest (dimensions, stamp size, pixel scale) on a one-object probe of the same layout
+    probe = {"image": np.zeros((1,) + shapes["image"][1:]), "psf": np.ones((1,) + shapes["image"][1:]),
+             "noise_sigma": np.ones((1,) + shapes["noise_sigma"][1:]), "pixel_scale": np.asarray(scale)}
+    validate_input(probe)
+    return N, float(scale)
+
+
+def validate_input(d: dict[str, np.ndarray], *, offset: int = 0) -> None:
+    """Check the arrays of an input file; raises naming the bad key and value.
+
+    *offset* is the index of ``d``'s first object in the file, for messages about a chunk.
+    """
     img, psf = d["image"], d["psf"]
     for key in ("image", "psf", "noise_sigma", "pixel_scale", "row", "col", "noise"):
         if key in d and not _real(d[key].dtype):
@@ -183,11 +240,12 @@ def validate_input(d: dict[str, np.ndarray]) -> None:
         bad = ~np.isfinite(d[key])
         if bad.any():
             i = np.argwhere(bad)[0]
-            raise BenchValueError(f"{key} has a non-finite pixel ({d[key][tuple(i)]}) at index {tuple(int(v) for v in i)}")
+            at = (int(i[0]) + offset,) + tuple(int(v) for v in i[1:])
+            raise BenchValueError(f"{key} has a non-finite pixel ({d[key][tuple(i)]}) at index {at}")
     s = psf.reshape(psf.shape[0], -1, psf.shape[-2] * psf.shape[-1]).sum(axis=-1)
     if (s <= 0).any():
         i = np.argwhere(s <= 0)[0]
-        raise BenchValueError(f"psf of object {int(i[0])} sums to {float(s[tuple(i)])}; it must be > 0")
+        raise BenchValueError(f"psf of object {int(i[0]) + offset} sums to {float(s[tuple(i)])}; it must be > 0")
     scale = np.asarray(d["pixel_scale"])
     if scale.size != 1 or not np.isfinite(scale).all() or float(scale) <= 0:
         raise BenchValueError(f"pixel_scale must be a positive number, got {scale!r}")

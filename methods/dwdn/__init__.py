@@ -2,7 +2,9 @@
 
 The network is in :mod:`methods.dwdn.model`, training in :mod:`methods.dwdn.train`
 (``python -m methods.dwdn.train``), checkpoints in :mod:`methods.dwdn.checkpoint`. The
-shipped weights (``weights/dwdn-small.safetensors``, with its model card) load by default.
+shipped weights (``weights/dwdn-small.safetensors``, with its model card) load by default;
+``dwdn-metacal`` loads the same network fine-tuned on metacal's images
+(``weights/dwdn-small-metacal.safetensors``), for the shear-then-deconvolve placement only.
 torch is imported only when the method is built.
 """
 
@@ -12,7 +14,7 @@ import contextlib
 
 from bench.errors import BenchValueError
 
-from ..registry import Method, check_network_batch, register
+from ..registry import Method, check_network_batch, check_turns, register, turn_average
 
 DTYPES = ("float32", "bfloat16")
 
@@ -25,7 +27,10 @@ class DWDNMethod(Method):
     requires = ("torch", "safetensors")
     description = "Deep Wiener Deconvolution, per-band feature-space Wiener + U-Net (shipped small weights)"
 
-    def __init__(self, checkpoint=None, *, dtype: str = "float32", batch: int = 256):
+    #: quarter turns the output is averaged over by default (:func:`methods.registry.turn_average`)
+    default_turns = 1
+
+    def __init__(self, checkpoint=None, *, dtype: str = "float32", batch: int = 256, turns: int | None = None):
         """
         Parameters
         ----------
@@ -35,18 +40,29 @@ class DWDNMethod(Method):
             Inference precision; bfloat16 autocast is for GPUs. [default: "float32"]
         batch : int
             Objects per forward pass. [default: 256]
+        turns : {1, 2, 4}, optional
+            Average the output over this many quarter turns of the input, which cancels a
+            constant spin-2 artefact (:func:`methods.registry.turn_average`); costs as many
+            passes. [default: 1; 2 for ``dwdn-metacal``]
         """
-        from .checkpoint import DEFAULT_CHECKPOINT, load
+        from .checkpoint import load
 
         if dtype not in DTYPES:
             from bench.errors import unknown_name
             raise unknown_name("dtype", dtype, DTYPES)
         if not (isinstance(batch, int) and batch >= 1):
             raise BenchValueError(f"batch must be a positive integer, got {batch!r}")
-        self.checkpoint = checkpoint or DEFAULT_CHECKPOINT
+        self.checkpoint = checkpoint or self.default_checkpoint()
         self.model, self.state, _ = load(self.checkpoint)
         self.model.eval()
         self.dtype, self.batch = dtype, batch
+        self.turns = check_turns(self.default_turns if turns is None else turns)
+
+    @classmethod
+    def default_checkpoint(cls):
+        """The shipped weights this method loads without a *checkpoint*."""
+        from .checkpoint import DEFAULT_CHECKPOINT
+        return DEFAULT_CHECKPOINT
 
     def deconvolve(self, image, psf, noise_sigma):
         import torch
@@ -57,15 +73,33 @@ class DWDNMethod(Method):
         dev = image.device
         if next(self.model.parameters()).device != dev:
             self.model.to(dev)
-        out = torch.empty_like(image)
         autocast = (torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
                     if self.dtype == "bfloat16" else contextlib.nullcontext())
-        with torch.inference_mode(), autocast:
-            for s in range(0, image.shape[0], self.batch):
+
+        def run(img, p, sig):
+            out = torch.empty_like(img)
+            for s in range(0, img.shape[0], self.batch):
                 sl = slice(s, s + self.batch)
-                y = self.model(image[sl].float(), psf[sl].float(), noise_sigma[sl].float())
-                out[sl] = y.to(image.dtype)
-        return out
+                out[sl] = self.model(img[sl].float(), p[sl].float(), sig[sl].float()).to(img.dtype)
+            return out
+
+        with torch.inference_mode(), autocast:
+            return turn_average(run, image, psf, noise_sigma, turns=self.turns,
+                                rot90=lambda a, k: torch.rot90(a, k, dims=(-2, -1)))
+
+
+@register
+class DWDNMetacalMethod(DWDNMethod):
+    name = "dwdn-metacal"
+    placements = ("shear-then-deconvolve",)
+    default_turns = 2
+    description = ("dwdn fine-tuned on metacal's images of the train set, output averaged over 0 and 90 degrees "
+                   "(shear-then-deconvolve placement only)")
+
+    @classmethod
+    def default_checkpoint(cls):
+        from .checkpoint import METACAL_CHECKPOINT
+        return METACAL_CHECKPOINT
 
 
 def _torch_xp():

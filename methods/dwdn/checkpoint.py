@@ -10,6 +10,8 @@ from .. import checkpoint as ck
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_CHECKPOINT = WEIGHTS_DIR / "dwdn-small.safetensors"
+#: the shipped weights fine-tuned on metacal's images, for the shear-then-deconvolve placement
+METACAL_CHECKPOINT = WEIGHTS_DIR / "dwdn-small-metacal.safetensors"
 card_path = ck.card_path
 
 

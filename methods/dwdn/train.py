@@ -19,11 +19,6 @@ import sys
 import time
 
 
-def _tensors(ds, idx):
-    import torch
-    return [torch.as_tensor(ds[k][idx], dtype=torch.float32) for k in ("image", "psf", "noise_sigma", "truth")]
-
-
 def evaluate(model, data, batch=256):
     """Validation PSNR and SSIM (bench.metrics conventions) of *model* on tensors (img, psf, sig, truth)."""
     import numpy as np
@@ -44,8 +39,13 @@ def evaluate(model, data, batch=256):
 
 def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40, 10), lr=(1e-3, 1e-4),
           batch: int = 32, val_fraction: float = 0.1, seed: int = 0, resume: bool = False,
-          threads: int | None = None, progress: bool = True) -> dict:
-    """Train and write the checkpoint *out* and its model card; returns the card."""
+          threads: int | None = None, progress: bool = True, data: str = "stamps", init=None) -> dict:
+    """Train and write the checkpoint *out* and its model card; returns the card.
+
+    *data* is ``"stamps"`` (observed stamps to ``truth``) or ``"metacal"`` (metacal's five
+    images to the sheared truth, :func:`methods.training.metacal_pairs`); *init* starts
+    from a checkpoint's weights (a fresh optimiser), as a fine-tuning does.
+    """
     import numpy as np
     import torch
     from tqdm import tqdm
@@ -54,7 +54,8 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     from bench.errors import BenchValueError
     from methods.losses import astro_loss, l1_loss
     from methods.checkpoint import hardware
-    from methods.training import check_options, split_quads, write_card
+    from methods.training import data_description, init_description
+    from methods.training import check_options, split_quads, training_arrays, write_card
 
     from . import checkpoint as ck
     from .model import DWDN, DWDNConfig
@@ -64,12 +65,16 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
         torch.set_num_threads(threads)
     ds = load_dataset(dataset, progress=progress)
     tr, va = split_quads(ds, val_fraction)
-    train_data, val_data = _tensors(ds, tr), _tensors(ds, va)
+    train_data, val_data = ([torch.as_tensor(a) for a in part] for part in training_arrays(ds, tr, va, data=data,
+                                                                                           seed=seed))
     B, n = len(ds.spec.bands), ds.spec.stamp_size
     torch.manual_seed(seed)
     state = {"phase": 0, "epoch": 0, "step": 0, "elapsed_s": 0.0}
     if resume:
         model, state, optim_tensors = ck.load(out)
+    elif init is not None:
+        model, _, _ = ck.load(init)
+        optim_tensors = {}
     else:
         model, optim_tensors = DWDN(DWDNConfig.preset(preset, bands=B, stamp_size=n)), {}
     if model.cfg.bands != B or model.cfg.stamp_size != n:
@@ -91,6 +96,11 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
             for s in bar:
                 idx = torch.as_tensor(order[s:s + batch])
                 x, p, g, t = img[idx], psf[idx], sig[idx], truth[idx]
+                if data == "metacal":      # the shipped recipe has none; metacal images get the dihedral maps
+                    k, flip = int(rng.integers(4)), bool(rng.integers(2))
+                    x, p, t = (torch.rot90(a, k, dims=(-2, -1)) for a in (x, p, t))
+                    if flip:
+                        x, p, t = (torch.flip(a, dims=(-1,)) for a in (x, p, t))
                 scale = x.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
                 pred = model(x, p, g) / scale
                 target = t / scale
@@ -109,7 +119,10 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     vpsnr, vssim = evaluate(model, val_data)
     ck.save(out, model, state={**state, "elapsed_s": wall})   # final: no Adam moments (resume restarts Adam)
     schedule = {"epochs": list(epochs), "lr": list(lr), "batch": batch, "optimizer": "Adam",
-                "losses": ["L1", "L1 + 0.1 astro (flux, centroid, moments)"], "seed": seed}
+                "losses": ["L1", "L1 + 0.1 astro (flux, centroid, moments)"], "seed": seed,
+                "data": data_description(data), "init": init_description(init),
+                "augmentation": ("random rotation by 90 k degrees and mirror per batch" if data == "metacal"
+                                 else None)}
     hw = hardware(torch_threads=torch.get_num_threads(), torch=torch.__version__,
                   cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
     card = write_card(ck.card_path(out), model="dwdn", preset=preset, config=model.cfg.to_dict(),

@@ -34,8 +34,11 @@ def evaluate(predict, params, data, batch: int = 200):
 
 def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40, 10), lr=(1e-3, 1e-4),
           batch: int = 32, val_fraction: float = 0.1, seed: int = 0, resume: bool = False,
-          progress: bool = True) -> dict:
-    """Train and write the checkpoint *out* and its model card; returns the card."""
+          progress: bool = True, data: str = "stamps", init=None) -> dict:
+    """Train and write the checkpoint *out* and its model card; returns the card.
+
+    *data* and *init* as in :func:`methods.dwdn.train.train`.
+    """
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -47,7 +50,8 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     from bench.errors import BenchValueError
     from methods.losses import astro_loss, l1_loss
     from methods.checkpoint import hardware
-    from methods.training import check_options, dihedral, split_quads, write_card
+    from methods.training import (check_options, data_description, dihedral, init_description, split_quads,
+                                  training_arrays, write_card)
 
     from . import checkpoint as ck
     from .model import ResNetConfig, ResNetDeconv, make_predict, n_parameters
@@ -56,11 +60,9 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     if not (isinstance(batch, int) and batch >= 1):
         raise BenchValueError(f"batch must be a positive integer, got {batch!r}")
     ResNetConfig.preset(preset)            # an unknown preset fails before any data is simulated
-    ds = load_dataset(dataset, progress=progress, keys=("image", "psf", "noise_sigma", "truth", "quad_id"))
+    ds = load_dataset(dataset, progress=progress)
     tr, va = split_quads(ds, val_fraction)
-    arrays = [np.asarray(ds[k], dtype=np.float32) for k in ("image", "psf", "noise_sigma", "truth")]
-    img, psf, sig, truth = (a[tr] for a in arrays)
-    val_data = [a[va] for a in arrays]
+    (img, psf, sig, truth), val_data = training_arrays(ds, tr, va, data=data, seed=seed)
     B, n = len(ds.spec.bands), ds.spec.stamp_size
 
     state = {"phase": 0, "epoch": 0, "step": 0, "elapsed_s": 0.0}
@@ -69,6 +71,8 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     if resume:
         model, state, _ = ck.load(out)
         _, _, opt_state = ck.load(out, optimizer=optimizers[min(state["phase"], 1)])
+    elif init is not None:
+        model, _, _ = ck.load(init)
     else:
         model = ResNetDeconv(ResNetConfig.preset(preset, bands=B, stamp_size=n), rngs=nnx.Rngs(seed))
     cfg = model.cfg
@@ -122,7 +126,8 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     ck.save(out, cfg, params, state={**state, "elapsed_s": wall})   # final: weights only
     schedule = {"epochs": list(epochs), "lr": list(lr), "batch": batch, "optimizer": "Adam (optax)",
                 "losses": ["L1", "L1 + 0.1 astro (flux, centroid, moments)"],
-                "augmentation": "random rotation by 90 k degrees and mirror per batch", "seed": seed}
+                "augmentation": "random rotation by 90 k degrees and mirror per batch", "seed": seed,
+                "data": data_description(data), "init": init_description(init)}
     hw = hardware(jax=jax.__version__, jax_backend=jax.default_backend(),
                   devices=[str(d.device_kind) for d in jax.devices()])
     card = write_card(ck.card_path(out), model="resnet-jax", preset=preset, config=cfg.to_dict(),
