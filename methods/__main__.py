@@ -9,12 +9,13 @@ from .registry import get_method_class, list_methods, plugin_errors
 
 def main(argv=None) -> int:
     pattern = (argv if argv is not None else sys.argv[1:]) or [None]
-    rows = [("name", "framework", "devices", "available", "why not")]
+    rows = [("name", "framework", "devices", "placements", "available", "why not")]
     for name in list_methods(pattern[0]):
         cls = get_method_class(name)
         why = cls.unavailable_reason()
-        rows.append((name, cls.framework, ",".join(cls.devices), "no" if why else "yes", why))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        rows.append((name, cls.framework, ",".join(cls.devices), ",".join(cls.placements or ("any",)),
+                     "no" if why else "yes", why))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, r in enumerate(rows):
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if i == 0:

@@ -67,17 +67,23 @@ def test_drawn_images_match_ngmix(ref, kernel):
 
 
 def test_identity_after_the_shear_is_exact_metacal(ref):
-    """No method in the second placement measures the drawn images: the engine's numbers."""
+    """No method in the second placement measures the drawn images: the engine's numbers when they are
+    sheared about the stamp centre as the engine does; about each object (the placement's choice) they
+    differ per object by a fraction of the noise, not on average."""
     scale = float(ref["pixel_scale"])
     kw = dict(pixel_scale=scale, row=ref["row"], col=ref["col"], noise=ref["noise"])
     cfg = MetacalConfig(kernel="gauss", dtype="float64")
     first, _ = run(None, ref["image"], ref["psf"], ref["noise_sigma"], config=cfg, **kw)
+    drawn = metacal_images(ref["image"], ref["psf"], pixel_scale=scale, config=cfg, noise=ref["noise"])
+    same_centre = measure(drawn["images"], pixel_scale=scale, row=ref["row"], col=ref["col"], config=cfg)
     second, dec = run(None, ref["image"], ref["psf"], ref["noise_sigma"], config=cfg, placement=PLACEMENTS[1], **kw)
     assert dec is None and str(second["placement"]) == "shear-then-deconvolve"
     for t in TYPES:
-        np.testing.assert_allclose(second[f"{t}_e1"], first[f"{t}_e1"], atol=1e-4)
-        np.testing.assert_allclose(second[f"{t}_T"], first[f"{t}_T"], rtol=1e-4)
-    np.testing.assert_allclose(second["R11"], first["R11"], atol=1e-2)
+        np.testing.assert_allclose(same_centre[f"{t}_e1"], first[f"{t}_e1"], atol=1e-4)
+        np.testing.assert_allclose(same_centre[f"{t}_T"], first[f"{t}_T"], rtol=1e-4)
+        np.testing.assert_allclose(second[f"{t}_e1"], first[f"{t}_e1"], atol=3e-3)
+    np.testing.assert_allclose(same_centre["R11"], first["R11"], atol=1e-2)
+    assert abs(np.mean(second["R11"] - first["R11"])) < 2e-3
 
 
 def test_noise_level_handed_to_the_method(ref):
@@ -281,3 +287,52 @@ def test_command_line_refuses_a_method_outside_its_placement(ref, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "'dwdn-metacal' is made for placement 'shear-then-deconvolve' only" in r.stderr
     assert not (tmp_path / "out.npz").exists()
+
+
+@pytest.fixture(scope="module")
+def paired_gri():
+    """100 quads in g, r, i (what the networks take), SNR 40-200, noiseless stamps used."""
+    from bench.simulate import simulate
+    from bench.spec import load_spec
+
+    spec = load_spec("default").with_overrides(n_quads=100, snr_bins=[40, 200], snr_bin_weights=None)
+    return spec, simulate(spec, progress=False, workers=1)
+
+
+def test_network_after_the_shear_needs_the_object_centre_and_quarter_turns(paired_gri):
+    """dwdn on noiseless metacal images: sheared about the stamp centre m is biased (the object moves
+    under a network that sees its sub-pixel position); about the object m is ~0 but a constant
+    spin-2 artefact remains in c, which averaging over 0 and 90 degrees cancels."""
+    pytest.importorskip("torch")
+    from methods import get_method
+
+    spec, d = paired_gri
+    cfg = MetacalConfig(noise_correction=False)
+    args = (d["noiseless"], d["psf"], d["noise_sigma"])
+    rows = {}
+    for label, turns, centre in (("stamp centre", 1, {}), ("object", 1, dict(row=d["row"], col=d["col"])),
+                                 ("object, turns=2", 2, dict(row=d["row"], col=d["col"]))):
+        res = shear_then_deconvolve(get_method("dwdn", turns=turns), *args, pixel_scale=spec.pixel_scale,
+                                    config=cfg, **centre)
+        if not centre:          # moments at the object, as always; only the shear centre differs
+            images = metacal_images(*args[:2], pixel_scale=spec.pixel_scale, config=cfg, noise_sigma=args[2])
+            res = measure(_dwdn_images(images), pixel_scale=spec.pixel_scale, row=d["row"], col=d["col"], config=cfg)
+        b = shear_bias(res, quad_id=d["quad_id"], shear_sign=d["shear_sign"], g=spec.shear).loc["all"]
+        rows[label] = b
+        print(f"\ndwdn after the shear, noiseless, shears about the {label}: m = {b.m:+.4f} +- {b.m_err:.4f}, "
+              f"c1 = {b.c1:+.4f} +- {b.c1_err:.4f}, c2 = {b.c2:+.4f} +- {b.c2_err:.4f}")
+    stamp, obj, turned = rows["stamp centre"], rows["object"], rows["object, turns=2"]
+    assert stamp.m - obj.m > 3 * np.hypot(stamp.m_err, obj.m_err)
+    assert abs(turned.m) < 3 * turned.m_err + 3e-3
+    assert max(abs(obj.c1) / obj.c1_err, abs(obj.c2) / obj.c2_err) > 5          # the artefact, seen
+    assert abs(turned.c1) < 3 * turned.c1_err + 1e-3 and abs(turned.c2) < 3 * turned.c2_err + 1e-3
+
+
+def _dwdn_images(images):
+    """dwdn on each drawn metacal image, with the reconvolution PSF and the images' noise level."""
+    from bench.pipeline import deconvolve_numpy
+    from methods import get_method
+
+    m = get_method("dwdn")
+    s = np.where(np.isfinite(images["noise_sigma"]), images["noise_sigma"], 0.0).astype(np.float32)
+    return {t: deconvolve_numpy(m, images["images"][t], images["target_psf"], s) for t in TYPES}
