@@ -40,9 +40,10 @@ CONVENTIONS = (
     "Peak memory is the GPU allocator's peak on a GPU and the increase in resident memory during one "
     "call on the CPU. Placement: NAME+metacal rows deconvolve, then shear (the method replaces "
     "metacal's exact deconvolution); NAME+metacal[shear-then-deconvolve] rows shear, then deconvolve "
-    "(exact metacal draws the five images with the noise correction, the method deconvolves each with "
-    "the reconvolution PSF, and the moments are measured on its output); their PSNR and SSIM are null, "
-    "as the method never sees the observed stamps."
+    "(exact metacal draws the five images with the noise correction, sheared about each object's "
+    "centre, the method deconvolves each with the reconvolution PSF, and the moments are measured on "
+    "its output); their PSNR and SSIM are null, as the method never sees the observed stamps. "
+    "NAME-metacal methods are networks fine-tuned on metacal's images for the second placement only."
 )
 
 
