@@ -122,16 +122,18 @@ def run(method, image, psf, noise_sigma, *, pixel_scale: float, row=None, col=No
     Returns
     -------
     (dict, ndarray or None)
-        The metacal output (with ``placement``) and the method's deconvolved images of the
-        observed stamps (None without images, and in the second placement, where the
-        method never sees them).
+        The metacal output (with ``placement``) and the method's deconvolved images, shaped
+        like *image*: of the observed stamps in the first placement, of the noshear metacal
+        images in the second (their target is the same truth; the benchmark scores both).
+        None without a method that returns images.
     """
     check_placement(method, placement)
     config = config or MetacalConfig()
     if placement == "shear-then-deconvolve":
         res = shear_then_deconvolve(method, image, psf, noise_sigma, pixel_scale=pixel_scale, row=row, col=col,
-                                    config=config, noise=noise, noise_keys=noise_keys, device=device)
-        return res, None
+                                    config=config, noise=noise, noise_keys=noise_keys, device=device,
+                                    keep_noshear=True)
+        return res, res.pop("deconvolved_noshear", None)
     produces = method is not None and getattr(method, "produces_image", False)
     if not produces:
         res = metacal(image, psf, pixel_scale=pixel_scale, row=row, col=col, config=config, noise=noise,
@@ -168,8 +170,13 @@ def run(method, image, psf, noise_sigma, *, pixel_scale: float, row=None, col=No
 
 
 def shear_then_deconvolve(method, image, psf, noise_sigma, *, pixel_scale: float, row=None, col=None,
-                          config: MetacalConfig | None = None, noise=None, noise_keys=None, device: str = "cpu"):
+                          config: MetacalConfig | None = None, noise=None, noise_keys=None, device: str = "cpu",
+                          keep_noshear: bool = False):
     """Metacal with *method* after the shear: the second placement of :func:`run` (same parameters).
+
+    With *keep_noshear* the result also holds ``deconvolved_noshear``, the method's output on
+    the noshear image (shaped like *image*; absent without a method), whose target is the
+    truth: the image quality of a method in this placement. [default: False]
 
     The method gets each metacal image (noise correction added), the reconvolution PSF
     drawn on the stamp, and the metacal image's per-pixel noise sigma (the stamp's times
@@ -198,6 +205,8 @@ def shear_then_deconvolve(method, image, psf, noise_sigma, *, pixel_scale: float
         images = {t: deconvolve_numpy(method, as4(images[t]), tpsf, sig4, device=device).reshape(shape)
                   for t in TYPES}
     res = measure(images, pixel_scale=pixel_scale, row=row, col=col, config=config, flags=mc["flags"])
+    if keep_noshear and method is not None:
+        res["deconvolved_noshear"] = images["noshear"]
     res["time_s"] = np.float64(time.perf_counter() - t0)
     res["noise_correction"] = np.bool_(config.noise_correction)
     res["noise_seed"] = np.int64(config.noise_seed if config.noise_correction and noise is None else -1)

@@ -42,7 +42,8 @@ CONVENTIONS = (
     "metacal's exact deconvolution); NAME+metacal[shear-then-deconvolve] rows shear, then deconvolve "
     "(exact metacal draws the five images with the noise correction, sheared about each object's "
     "centre, the method deconvolves each with the reconvolution PSF, and the moments are measured on "
-    "its output); their PSNR and SSIM are null, as the method never sees the observed stamps. "
+    "its output); their PSNR and SSIM score the method's output on the noshear metacal image (whose "
+    "noise includes the correction's field, so sqrt(2) times the stamp's) against the same truth. "
     "NAME-metacal methods are networks fine-tuned on metacal's images for the second placement only."
 )
 

@@ -38,7 +38,7 @@ GROUPS = (
       "psnr_db", "ssim"]),
     ("Method inside metacal", "metacal",
      ["method", "placement", "device", "n_bands", "time_per_5000_s", "speedup_vs_galsim_loop",
-      "peak_memory_mib", "m", "m_err", "c", "c_err"]),
+      "peak_memory_mib", "psnr_db", "ssim", "m", "m_err", "c", "c_err"]),
     ("Reference workloads", "reference",
      ["method", "framework", "device", "n_samples", "n_bands", "time_per_5000_s", "speedup_vs_galsim_loop",
       "peak_memory_mib"]),

@@ -267,8 +267,11 @@ def test_ctrl_c_at_a_terminal_ends_a_dask_run_with_one_line_and_the_rerun_contin
     out = tmp_path / "out.npz"
     cmd = [sys.executable, "-m", "bench.metacal", str(inp), "--out", str(out), "--workers", "2",
            "--shard-size", "4", "--method", "richardson-lucy", "--placement", "shear-then-deconvolve"]
+    # a terminal's shell starts a job with SIGINT at its default; a test runner started in the
+    # background of a non-interactive shell passes it on ignored, which would make Ctrl-C a no-op
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     shards = tmp_path / "out.npz.parts" / "shards"
     deadline = time.time() + 120
     while not list(shards.glob("shard-*.npz")) and time.time() < deadline and proc.poll() is None:

@@ -100,6 +100,28 @@ def test_noise_level_handed_to_the_method(ref):
     np.testing.assert_allclose(measured, mc["noise_sigma"][::50], rtol=0.05)
 
 
+class Identity(ExactDivision):
+    """Returns its input: what it is handed is what comes back."""
+    name = "identity"
+
+    def deconvolve(self, image, psf, noise_sigma=None):
+        return np.array(image, copy=True)
+
+
+def test_second_placement_returns_the_methods_noshear_output(ref):
+    """The images run() returns in the second placement (scored against the truth by the benchmark)
+    are the method's output on the noshear metacal image, not on the observed stamp or a sheared one."""
+    scale = float(ref["pixel_scale"])
+    kw = dict(pixel_scale=scale, row=ref["row"], col=ref["col"], noise=ref["noise"])
+    cfg = MetacalConfig(kernel="gauss")
+    res, dec = run(Identity(), ref["image"], ref["psf"], ref["noise_sigma"], config=cfg, placement=PLACEMENTS[1], **kw)
+    assert "deconvolved_noshear" not in res and dec.shape == ref["image"].shape
+    drawn = metacal_images(ref["image"], ref["psf"], config=cfg, **kw)["images"]
+    np.testing.assert_array_equal(dec, drawn["noshear"])
+    assert not np.allclose(dec, drawn["1p"], atol=1e-4) and not np.allclose(dec, ref["image"], atol=1e-3)
+    assert run(None, ref["image"], ref["psf"], ref["noise_sigma"], config=cfg, placement=PLACEMENTS[1], **kw)[1] is None
+
+
 def test_pixel_moments_of_a_gaussian():
     """A sheared Gaussian under a round Gaussian weight: the weighted covariance is (C^-1 + W^-1)^-1."""
     n, scale, fwhm = 64, 0.2, 1.2

@@ -146,10 +146,18 @@ def _offsets(row, col, shape) -> np.ndarray | None:
     return np.stack([x0, y0], axis=1)
 
 
-def _about(xp, Fr, Fi, qx, qy, d, dev, ftype, sign=1.0):
-    """(Fr, Fi) times exp(sign i (qx dx + qy dy)) per stamp: moves the transform's origin to d."""
-    ph = sign * (qx[None] * d[:, 0, None, None] + qy[None] * d[:, 1, None, None])
-    c, s = (xp.asarray(f(ph), device=dev, dtype=ftype) for f in (np.cos, np.sin))
+def _about(xp, Fr, Fi, S, kx, ky, d, dev, ftype, sign=1.0):
+    """(Fr, Fi) times exp(sign i q . d) per stamp, q = S k: moves the transform's origin to d.
+
+    q . d = kx (S^T d)_x + ky (S^T d)_y, so the phase factor is the outer product of one
+    (P,) and one (Q,) factor per stamp: two small cosines and sines instead of one per
+    Fourier point (which cost as much as the transforms themselves).
+    """
+    a = sign * (S[0, 0] * d[:, 0] + S[1, 0] * d[:, 1])
+    b = sign * (S[0, 1] * d[:, 0] + S[1, 1] * d[:, 1])
+    cx, sx = (xp.asarray(f(np.outer(a, kx))[:, None, :], device=dev, dtype=ftype) for f in (np.cos, np.sin))
+    cy, sy = (xp.asarray(f(np.outer(b, ky))[:, :, None], device=dev, dtype=ftype) for f in (np.cos, np.sin))
+    c, s = cx * cy - sx * sy, sx * cy + cx * sy
     return Fr * c - Fi * s, Fr * s + Fi * c
 
 
@@ -228,16 +236,17 @@ def metacal_images(image, psf, *, pixel_scale: float, config: MetacalConfig | No
             Fr, Fi = _dtft(xp, xp.concat([src, p], axis=0), X, qx, qy, dev, ftype)
             k = src.shape[0]
             Ir, Ii, Pr, Pi = Fr[:k], Fi[:k], Fr[k:], Fi[k:]
-            if offsets is not None:            # the image's transform about its object's centre
-                d = offsets[idx] if nse is None else np.concatenate([offsets[idx]] * 2)   # fields: the same
-                Ir, Ii = _about(xp, Ir, Ii, qx, qy, d, dev, ftype)
             if nse is not None:
                 Pr, Pi = xp.concat([Pr, Pr], axis=0), xp.concat([Pi, Pi], axis=0)
             den = Pr * Pr + Pi * Pi
             Dr, Di = (Ir * Pr + Ii * Pi) / den, (Ii * Pr - Ir * Pi) / den         # I / P
             Or, Oi = Dr * Tr - Di * Ti, Dr * Ti + Di * Tr
-            if offsets is not None:            # and back to the stamp centre's origin
-                Or, Oi = _about(xp, Or, Oi, KX, KY, d, dev, ftype, sign=-1.0)
+            if offsets is not None:
+                # the image's transform about its object's centre, and back to the stamp centre's
+                # origin after the reconvolution: exp(i q.d) exp(-i k.d), one factor (per-point phases
+                # commute with dividing by P and multiplying by T); the fields move with their image
+                d = offsets[idx] if nse is None else np.concatenate([offsets[idx]] * 2)
+                Or, Oi = _about(xp, Or, Oi, S - np.eye(2), kx, ky, d, dev, ftype)
             o = _inverse(xp, Or, Oi, X, kx, ky, w, L, dev, ftype)
             if nse is not None:
                 o = o[:m] + rotate_out(xp, o[m:])
@@ -301,8 +310,7 @@ def sheared_stamps(stamps, *, step: float = 0.01, row=None, col=None, chunk: int
             Fr, Fi = _dtft(np, flat[s:s + chunk], X, qx, qy, None, np.float32)
             if offsets is not None:
                 d = offsets[s:s + chunk]
-                Fr, Fi = _about(np, Fr, Fi, qx, qy, d, None, np.float32)
-                Fr, Fi = _about(np, Fr, Fi, KX, KY, d, None, np.float32, sign=-1.0)
+                Fr, Fi = _about(np, Fr, Fi, S - np.eye(2), kx, ky, d, None, np.float32)
             parts.append(_inverse(np, Fr, Fi, X, kx, ky, w, L, None, np.float32))
         out[t] = np.concatenate(parts).reshape(a.shape)
     return out
