@@ -147,6 +147,13 @@ def _save_atomic(path: Path, arrays: dict) -> None:
     os.replace(tmp, path)
 
 
+def _remove_temporaries(work_dir: Path) -> None:
+    """Delete the half-written shards (``shard-*.npz.tmpPID.npz``) of workers that died while
+    writing: called when no task of this run is running, so none of them is still being written."""
+    for f in work_dir.glob("shard-*.npz.tmp*.npz"):
+        f.unlink(missing_ok=True)
+
+
 _METHODS: dict = {}     # per worker process: methods built once (weights, plans, compiled code)
 
 
@@ -300,6 +307,7 @@ def run_shards(client, source, n_samples: int, work_dir, *, shard_size: int = SH
     bounds = shard_bounds(n_samples, shard_size)
     _manifest(work_dir, {"source": str(source), "source_id": file_identity(source), "n": n_samples,
                          "shard_size": shard_size, **(identity or {}), **task_kwargs})
+    _remove_temporaries(work_dir)      # left by an earlier run whose worker was killed mid-write
     todo = [(a, b) for a, b in bounds if not _shard_path(work_dir, a, b).exists()]
     run_id = uuid.uuid4().hex[:8]      # keys unique per call: Dask must not hand back an earlier result
     futures = [client.submit(process_shard, str(source), a, b, str(work_dir), pure=False, retries=retries,
@@ -313,6 +321,8 @@ def run_shards(client, source, n_samples: int, work_dir, *, shard_size: int = SH
         quiet()
         client.cancel(futures)
         raise
+    # a worker killed while writing leaves its temporary; its task was rerun elsewhere
+    _remove_temporaries(work_dir)
     return [_shard_path(work_dir, a, b) for a, b in bounds]
 
 

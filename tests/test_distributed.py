@@ -86,8 +86,14 @@ def test_finished_shards_are_kept_and_reused(client, smoke, source, tmp_path):
     paths = run_shards(client, source, len(smoke), work, shard_size=SHARD, metacal_kwargs={"noise_correction": False, "chunk": CHUNK})
     stamps = {p: p.stat().st_mtime_ns for p in paths}
     paths[1].unlink()                                  # as if the run had stopped before this shard
+    # ... because its worker was killed while writing it: a half-written temporary is left
+    orphan = paths[1].with_name(paths[1].name + ".tmp999999.npz")
+    orphan.write_bytes(b"PK\x03\x04 half a zip")
+    mine = work / "notes.txt"                          # the user's file in the work directory stays
+    mine.write_text("keep")
     again = run_shards(client, source, len(smoke), work, shard_size=SHARD, metacal_kwargs={"noise_correction": False, "chunk": CHUNK})
     assert again == paths and paths[1].exists()
+    assert not orphan.exists() and mine.read_text() == "keep"
     assert all(p.stat().st_mtime_ns == stamps[p] for p in paths if p != paths[1])
     # other settings: the old shards are not mixed in
     run_shards(client, source, len(smoke), work, shard_size=SHARD, metacal_kwargs={"noise_correction": False, "chunk": CHUNK, "step": 0.02})
