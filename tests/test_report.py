@@ -232,7 +232,14 @@ def test_headline_is_generated_from_the_data():
     assert "Fastest deconvolution: `wiener-fftw`, 0.4 s" in lines[0] and "Best PSNR: `dwdn` (38.00 dB)" in lines[0]
     # fourier+metacal has m = 0.001 +- 0.002 in its one bin (SNR 10-40): within 3 sigma
     assert "deconvolve-then-shear: m within 3 sigma" in lines[1] and "for `fourier`" in lines[1]
-    assert lines[-1].startswith("Machine:")
+    assert lines[-1].startswith("Machine:") and not any("additive" in ln for ln in lines)
+    # an additive bias beside a good m is said: metacal's response cannot remove it
+    for b in d["benchmarks"]:
+        if b["extra_info"]["method"] == "fourier+metacal":
+            b["extra_info"]["by_snr"][-1].update(c=0.01, c_err=1e-3)
+    lines = headline(d)
+    assert "for `fourier`" in lines[1]
+    assert "additive bias more than 3 sigma from 0 (all SNR): `fourier` c1 = +0.0100 +- 0.0010" in lines[2], lines
 
 
 def _commit(data, i):
