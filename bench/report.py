@@ -109,10 +109,19 @@ def machine_lines(run) -> list[str]:
              f"Python {mi.get('python_version', '?')} on {mi.get('system', '?')} {mi.get('release', '')}",
              f"  - GPU: {extra.get('gpu') or 'none (' + str(extra.get('gpu_unavailable_reason')) + ')'}",
              "  - metacal: " + _metacal_line(extra.get("metacal")),
+             "  - memory: " + _memory_line(extra),
              "  - libraries: " + ", ".join(f"{k} {v}" for k, v in extra.get("versions", {}).items())]
     if run.get("commit_info", {}).get("id"):
         lines.append(f"  - commit {run['commit_info']['id'][:10]}")
     return lines
+
+
+def _memory_line(extra) -> str:
+    """Whether the stamps were streamed from the cache, and the session's peak resident memory."""
+    peak = extra.get("peak_rss_bytes")
+    where = {True: "stamps streamed from the cache", False: "stamps loaded whole"}.get(extra.get("streamed"),
+                                                                                       "loading not recorded")
+    return where + (f", peak resident memory of the session {peak / 2 ** 30:.2f} GiB" if peak else "")
 
 
 def _metacal_line(m) -> str:

@@ -233,6 +233,10 @@ def test_headline_is_generated_from_the_data():
     # fourier+metacal has m = 0.001 +- 0.002 in its one bin (SNR 10-40): within 3 sigma
     assert "deconvolve-then-shear: m within 3 sigma" in lines[1] and "for `fourier`" in lines[1]
     assert lines[-1].startswith("Machine:") and not any("additive" in ln for ln in lines)
+    from bench.report import machine_lines
+    d["deconvbench"].update(streamed=True, peak_rss_bytes=3 * 2 ** 30)
+    assert "  - memory: stamps streamed from the cache, peak resident memory of the session 3.00 GiB" in \
+        machine_lines({**d, "label": "x"})
     # an additive bias beside a good m is said: metacal's response cannot remove it
     for b in d["benchmarks"]:
         if b["extra_info"]["method"] == "fourier+metacal":
