@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import statistics
 import sys
 
 from .errors import BenchValueError
@@ -59,10 +60,7 @@ def machine_factor(b, c) -> tuple[float, list[str]]:
                 logs.append(math.log(y.iloc[0] / x.iloc[0]))
         if logs:
             kind_logs.append(sum(logs) / len(logs))
-    kind_logs.sort()
-    k = len(kind_logs)
-    median = kind_logs[k // 2] if k % 2 else (kind_logs[k // 2 - 1] + kind_logs[k // 2]) / 2
-    return math.exp(median), used
+    return math.exp(statistics.median(kind_logs)), used
 
 
 def compare(baseline: dict, current: dict, *, time_threshold: float = 0.25, psnr_drop: float = 0.5,

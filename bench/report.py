@@ -61,13 +61,12 @@ def headline(run) -> list[str]:
         out.append(f"Fastest deconvolution: `{fast['method']}`, {fast['time_per_5000_s']:.3g} s per 5000 samples "
                    f"({fast['device']}). Best PSNR: `{best['method']}` ({best['psnr_db']:.2f} dB); best SSIM: "
                    f"`{sharp['method']}` ({sharp['ssim']:.3f}).")
-    additive = []
     for placement in ("deconvolve-then-shear", "shear-then-deconvolve"):
         sel = df[df["method"].str.contains("+metacal", regex=False) & ~df["method"].str.contains("no-correction")
                  & (df["placement"] == placement)]
         if not len(sel):
             continue
-        ok, miss = [], []
+        ok, miss, additive = [], [], []
         for _, r in sel.iterrows():
             bins = [b for b in r["by_snr"] if b.get("snr_bin") != "all"]
             known = bins and all(b.get("m") is not None and b.get("m_err") is not None for b in bins)
@@ -82,7 +81,6 @@ def headline(run) -> list[str]:
             # the goal is on m; an additive bias that metacal's response cannot remove is said beside it
             out.append(f"{placement}: of those, an additive bias more than 3 sigma from 0 (all SNR): "
                        f"{'; '.join(additive)}.")
-        additive = []
     extra = run.get("deconvbench", {})
     out.append(f"Machine: {extra.get('gpu') or 'CPU only (' + str(extra.get('gpu_unavailable_reason')) + ')'}; "
                f"dataset `{extra.get('dataset', '?')}`.")
