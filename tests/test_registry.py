@@ -88,6 +88,22 @@ def test_fourier_inverts_band_limited_convolution():
     assert np.abs(est - truth).max() < 1e-4 * truth.max()
 
 
+def test_fourier_in_chunks_matches_one_transform(monkeypatch):
+    """The inverse filter runs in chunks of stamps (bounded memory): same numbers, same dtype."""
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[:32, :32] - 15.5
+    psf = np.exp(-(x ** 2 + y ** 2) / (2 * rng.uniform(1, 2, (7, 2, 1, 1)) ** 2))
+    psf /= psf.sum(axis=(-2, -1), keepdims=True)
+    obs = rng.normal(size=(7, 2, 32, 32)).astype(np.float32)
+    method = get_method("fourier")
+    monkeypatch.setattr(method, "chunk_stamps", 10 ** 6)
+    whole = method.deconvolve(obs, psf, None)
+    monkeypatch.setattr(method, "chunk_stamps", 3)   # 14 stamps: chunks of 3, the last of 2
+    chunked = method.deconvolve(obs, psf, None)
+    assert chunked.dtype == np.float32 and chunked.shape == obs.shape
+    np.testing.assert_array_equal(chunked, whole)
+
+
 def test_misbehaving_plugins_are_reported_not_fatal():
     """A plugin that exits at import, has no name or a number for one, or takes a built-in's name."""
     env = _plugin_env()
