@@ -6,7 +6,9 @@ with the best PSNR and SSIM per SNR bin, the summary in three tables by what a r
 (:mod:`bench.tables`), the per-bin table, m against SNR per placement with error bars and
 the requirement bands, PSNR and SSIM with their spread, time per 5000 samples and a
 time-against-memory scatter, a gallery (observed, truth, each method and its residual), the
-machine and library versions, and the skipped benchmarks with their reasons.
+machine and library versions, and the skipped benchmarks with their reasons. With
+``--scaling CSV`` (from ``python -m bench.scaling``) it adds the scaling study: time per 5000
+samples and peak memory against the number of samples, as a table and a figure.
 
 Up to three files (a CPU and a GPU run, or two commits) are compared side by side. Given a
 directory (e.g. ``.ci/artifacts``) or more files, the sections describe the newest run and a
@@ -136,11 +138,17 @@ STYLE = ("body{font-family:sans-serif;max-width:1180px;margin:auto;padding:0 12p
          "img{max-width:100%;height:auto}.wrap{overflow-wrap:anywhere}")
 
 
-def build(runs, out: Path, *, with_gallery: bool = True, history: list | None = None) -> tuple[Path, Path]:
-    """Write report.md and report.html for *runs* (side by side) and, if given, the *history* runs."""
+def build(runs, out: Path, *, with_gallery: bool = True, history: list | None = None,
+          scaling=None) -> tuple[Path, Path]:
+    """Write report.md and report.html for *runs* (side by side) and, if given, the *history* runs
+    and the *scaling* study, a (table, method name) pair from :func:`bench.scaling.load_table`."""
     import pandas as pd
 
     figs = plots(runs)
+    if scaling is not None:
+        from .figures import _png
+        from .scaling import figure as scaling_figure
+        figs["scaling"] = _png(scaling_figure(*scaling))
     if with_gallery:
         try:
             g = gallery(runs[0])
@@ -167,6 +175,9 @@ def build(runs, out: Path, *, with_gallery: bool = True, history: list | None = 
         if not len(fails):
             fails = pd.DataFrame([{"run": "-", "method": "-", "gate": "no run fails the gate against the one before"}])
         sections.append(("History: gate failures against the previous run", fails, True))
+    if scaling is not None:
+        sections.append(("Scaling with the number of samples (python -m bench.scaling)",
+                         _scaling_table(*scaling), True))
     skipped = [(run["label"], s) for run in runs for s in run.get("deconvbench", {}).get("skipped", [])]
     heads = [ln for run in runs for ln in headline(run)]
     best = [(run["label"], best_per_bin(rows(run))) for run in runs]
@@ -216,7 +227,20 @@ def build(runs, out: Path, *, with_gallery: bool = True, history: list | None = 
 
 FIGURES = (("m_vs_snr", "m against SNR"), ("quality_vs_snr", "PSNR and SSIM against SNR"),
            ("time_memory", "Time and memory"), ("gallery", "Examples (r band): outputs and residuals"),
-           ("history", "History across runs"))
+           ("history", "History across runs"),
+           ("scaling", "Scaling: time per 5000 samples and peak memory against the number of samples"))
+
+
+def _scaling_table(table, method_name: str):
+    """The scaling study as shown: one row per dataset, time per 5000 and the memory increase."""
+    t = table.sort_values("n_samples").astype({"n_samples": int, "n_bands": int})
+    t = t[["dataset", "n_samples", "n_bands", "metacal_per_5000_s", f"{method_name}_per_5000_s",
+           "peak_rss_increase_mib"]].round({"metacal_per_5000_s": 3, f"{method_name}_per_5000_s": 3,
+                                             "peak_rss_increase_mib": 0})
+    return display(t).rename(columns={
+        "metacal_per_5000_s": "exact metacal with correction, s / 5000",
+        f"{method_name}_per_5000_s": f"{method_name}, s / 5000",
+        "peak_rss_increase_mib": "peak memory increase (MiB)"})
 
 
 def _atomic_write(path: Path, text: str):
@@ -237,9 +261,15 @@ def main(argv=None) -> int:
                                             "directories of them (a history, e.g. .ci/artifacts)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--no-gallery", action="store_true", help="skip the example stamps")
+    p.add_argument("--scaling", metavar="CSV", help="add the scaling study, a scaling.csv written by "
+                                                    "python -m bench.scaling")
     a = p.parse_args(argv)
     files, had_dir = expand(a.files)
     runs = [load_run(f) for f in files]          # all inputs are checked before anything is written
+    scaling = None
+    if a.scaling:
+        from .scaling import load_table
+        scaling = load_table(a.scaling)
     seen: dict[str, int] = {}
     for run in runs:                               # the same file name twice: label them apart
         k = seen[run["label"]] = seen.get(run["label"], 0) + 1
@@ -251,7 +281,7 @@ def main(argv=None) -> int:
         runs = history[-1:]                                     # details of the newest run
     elif len(runs) > 1:
         history = runs
-    md, ht = build(runs, Path(a.out), with_gallery=not a.no_gallery, history=history)
+    md, ht = build(runs, Path(a.out), with_gallery=not a.no_gallery, history=history, scaling=scaling)
     print(f"wrote {md} and {ht}")
     return 0
 

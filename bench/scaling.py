@@ -55,6 +55,44 @@ def measure(name: str, method_name: str = "wiener-fftw", *, chunk: int = CHUNK) 
             f"{method_name}_per_5000_s": times["method"] * 5000 / n, "peak_rss_increase_mib": (peak or 0) / 2 ** 20}
 
 
+#: columns every scaling table has, beside one ``METHOD_s`` and ``METHOD_per_5000_s`` pair
+COLUMNS = ("dataset", "n_samples", "n_bands", "metacal_s", "metacal_per_5000_s", "peak_rss_increase_mib")
+
+
+def load_table(path):
+    """Read and check a ``scaling.csv`` written by this command; returns (table, method name).
+
+    Raises :class:`bench.errors.BenchValueError` naming the file and the bad column or value.
+    """
+    import pandas as pd
+
+    from .errors import BenchValueError
+
+    try:
+        table = pd.read_csv(path)
+    except FileNotFoundError:
+        raise BenchValueError(f"scaling table {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise BenchValueError(f"scaling table {str(path)!r} is not a CSV file ({type(err).__name__})") from None
+    missing = [c for c in COLUMNS if c not in table.columns]
+    methods = [c[: -len("_per_5000_s")] for c in table.columns
+               if c.endswith("_per_5000_s") and c != "metacal_per_5000_s"]
+    if missing or len(methods) != 1:
+        raise BenchValueError(f"scaling table {str(path)!r} is not from python -m bench.scaling: "
+                              + (f"missing columns {missing}" if missing else
+                                 f"expected one METHOD_per_5000_s column, found {methods}"))
+    if not len(table):
+        raise BenchValueError(f"scaling table {str(path)!r} has no rows")
+    for col in [c for c in table.columns if c != "dataset"]:
+        values = pd.to_numeric(table[col], errors="coerce")
+        bad = table[col][~(values.notna() & (values >= 0) & values.abs().lt(float("inf")))]
+        if len(bad):
+            raise BenchValueError(f"scaling table {str(path)!r}: column {col!r} holds {bad.iloc[0]!r}, "
+                                  "expected a finite number >= 0")
+        table[col] = values
+    return table, methods[0]
+
+
 def figure(table, method_name: str):
     import matplotlib
     matplotlib.use("Agg")
@@ -112,4 +150,4 @@ if __name__ == "__main__":
     sys.exit(run_cli(main, prog="python -m bench.scaling"))
 
 
-__all__ = ["figure", "main", "measure"]
+__all__ = ["COLUMNS", "figure", "load_table", "main", "measure"]

@@ -371,6 +371,33 @@ def test_report_out_is_a_file(tmp_path, capsys):
     assert f.read_text() == "mine"
 
 
+SCALING_CSV = ("dataset,n_samples,n_bands,metacal_s,wiener-fftw_s,metacal_per_5000_s,wiener-fftw_per_5000_s,"
+               "peak_rss_increase_mib\nsmoke,32,3,0.02,0.007,3.1,1.1,17\nci,400,3,0.27,0.056,3.3,0.7,169\n")
+BAD_SCALING = [
+    ("missing", None, "does not exist"),
+    ("binary", b"\x00\xff\xfe\x00", "not a CSV file"),
+    ("empty", b"", "not a CSV file"),
+    ("no method", SCALING_CSV.replace("wiener-fftw_per_5000_s", "other").encode(), "found []"),
+    ("no memory", SCALING_CSV.replace("peak_rss_increase_mib", "rss").encode(), "peak_rss_increase_mib"),
+    ("header only", SCALING_CSV.split("\n")[0].encode() + b"\n", "has no rows"),
+    ("negative", SCALING_CSV.replace(",169", ",-169").encode(), "-169"),
+    ("a word", SCALING_CSV.replace("3.3,", "fast,").encode(), "'fast'"),
+    ("infinite", SCALING_CSV.replace(",17", ",inf").encode(), "peak_rss_increase_mib"),
+]
+
+
+@pytest.mark.parametrize("name,data,words", BAD_SCALING, ids=[c[0] for c in BAD_SCALING])
+def test_report_refuses_a_bad_scaling_table(tmp_path, capsys, name, data, words):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(_run_json()))
+    csv = tmp_path / "scaling.csv"
+    if data is not None:
+        csv.write_bytes(data)
+    rc, err = invoke("bench.report", [good, "--scaling", csv, "--out", tmp_path / "rep"], capsys)
+    assert_one_line(rc, err, ["scaling.csv", words])
+    assert not (tmp_path / "rep").exists()
+
+
 # --------------------------------------------------------------------------- class 7: training and tuning options
 TRAIN_OPTIONS = [
     (["--epochs", "0", "0"], "epochs"), (["--epochs", "-1", "5"], "-1"), (["--epochs", "1"], "epochs"),

@@ -186,6 +186,26 @@ def test_report_writes_md_and_self_contained_html(tmp_path):
     assert html.count("data:image/png;base64,") >= 3
 
 
+def test_report_shows_the_scaling_study(tmp_path):
+    """--scaling adds bench.scaling's table, sorted by size, and its figure to both files."""
+    a = _write(tmp_path, "cpu.json", BASE)
+    csv = tmp_path / "scaling.csv"
+    csv.write_text("dataset,n_samples,n_bands,metacal_s,wiener-fftw_s,metacal_per_5000_s,wiener-fftw_per_5000_s,"
+                   "peak_rss_increase_mib\npaper,100000,3,30.7,5.08,1.533,0.254,301.5\n"
+                   "ci,400,3,0.27,0.056,3.32,0.699,168.9\n")
+    out = tmp_path / "rep"
+    r = run_module("bench.report", a, "--scaling", csv, "--out", out, "--no-gallery")
+    assert r.returncode == 0, r.stderr
+    md = (out / "report.md").read_text()
+    section = md.split("## Scaling with the number of samples")[1].split("##")[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("| ")]
+    assert "wiener-fftw, s / 5000" in lines[0]
+    assert lines[1].startswith("| ci | 400 | 3 | 3.32 | 0.699 | 169 |")
+    assert lines[2].startswith("| paper | 100000 | 3 | 1.533 | 0.254 | 302 |")
+    assert (out / "scaling.png").stat().st_size > 1000 and "](scaling.png)" in md
+    assert "<h2>Scaling: time per 5000" in (out / "report.html").read_text()
+
+
 def test_speedups_count_every_band_and_per_bin_table():
     """A 3-band row is compared with 3 single-band GalSim-loop stamps; '+metacal' twins stay out of the bin table."""
     from bench.report import by_snr_table, rows, speedups, summary_table

@@ -70,10 +70,12 @@ needs_browser = pytest.mark.skipif(_browser() is None, reason="no Chromium insta
 
 
 @needs_browser
-@pytest.mark.parametrize("source", ["cpu-default.json", "baseline-ci.json"])
-def test_report_fits_1280px_with_working_images_and_scripts(tmp_path, source):
+@pytest.mark.parametrize("source,extra", [("cpu-default.json", ()), ("baseline-ci.json", ()),
+                                          ("cpu-paper.json", ("--scaling", "scaling-cpu/scaling.csv"))])
+def test_report_fits_1280px_with_working_images_and_scripts(tmp_path, source, extra):
     out = tmp_path / "report"
-    r = run_module("bench.report", ROOT / "reports" / source, "--out", out)
+    extra = [ROOT / "reports" / e if e.endswith(".csv") else e for e in extra]
+    r = run_module("bench.report", ROOT / "reports" / source, *extra, "--out", out)
     assert r.returncode == 0, r.stderr
     probe = render(out / "report.html", tmp_path)
     assert probe["errors"] == [], probe["errors"]
