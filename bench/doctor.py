@@ -8,6 +8,8 @@ with the CPU on the same stamps, then prints one table (check, status, detail, G
   without a copy (the same device pointer);
 * exact metacal with the noise correction on CuPy and on torch CUDA tensors: e within 1e-5
   of the CPU engine for every type;
+* the second placement's five metacal images drawn on CuPy and on torch CUDA, and their pixel
+  moments: images within float32 tolerance and e within 1e-5 of the CPU;
 * ``wiener-cupy`` and ``richardson-lucy-cupy`` against their CPU twins (float32 tolerance);
 * ``dwdn`` on CUDA and ``resnet-jax`` on the GPU against themselves on the CPU;
 * metacal shards on a dask-cuda ``LocalCUDACluster``, equal to one process.
@@ -130,6 +132,47 @@ def check_metacal_torch(ctx: Context):
     return _metacal_check(ctx, "torch")
 
 
+def _render_check(ctx: Context, framework: str):
+    """The second placement's engine: the five metacal images drawn on the device, and their
+    moments, against the same on the CPU (images to float32 rounding, e within E_TOL)."""
+    from .arrays import method_inputs, to_numpy
+    from .memory import measure_peak
+    from .metacal import TYPES
+    from .metacal.render import measure, metacal_images
+
+    kw = dict(pixel_scale=ctx.ds.spec.pixel_scale, row=ctx.row, col=ctx.col, noise=ctx.noise, noise_sigma=ctx.sig)
+
+    def draw_and_measure(img, psf):
+        mc = metacal_images(img, psf, **kw)
+        return mc, measure(mc["images"], pixel_scale=kw["pixel_scale"], row=ctx.row, col=ctx.col, flags=mc["flags"])
+
+    cpu_mc, cpu = draw_and_measure(ctx.img, ctx.psf)
+    img, psf = method_inputs([ctx.img, ctx.psf], framework, ctx.device)
+    dev_mc, dev = draw_and_measure(img, psf)
+    scale = np.abs(cpu_mc["images"]["noshear"]).max(axis=(-2, -1), keepdims=True)
+    scale = np.where(scale > 0, scale, 1.0)
+    dimg = max(float(np.max(np.abs(to_numpy(dev_mc["images"][t]) - cpu_mc["images"][t]) / scale)) for t in TYPES)
+    de = max(float(np.nanmax(np.abs(to_numpy(dev[f"{t}_e{i}"]) - cpu[f"{t}_e{i}"]))) for t in TYPES for i in (1, 2))
+    secs = _median_time(lambda: draw_and_measure(img, psf))
+    peak, _ = measure_peak(lambda: draw_and_measure(img, psf), framework, ctx.device)
+    status = "ok" if de <= E_TOL and dimg <= IMAGE_RTOL else "FAIL"
+    return status, (f"images max |diff| / peak {dimg:.1e} (limit {IMAGE_RTOL:g}), max |de| {de:.1e} "
+                    f"(limit {E_TOL:g}), {ctx.n} r-band stamps"), dict(
+        time_per_5000_s=ctx.per5000(secs, ctx.n), peak_memory_bytes=peak)
+
+
+def check_render_cupy(ctx: Context):
+    if ctx.device != "cuda":
+        raise Skip("CuPy needs a GPU")
+    _need("cupy")
+    return _render_check(ctx, "cupy")
+
+
+def check_render_torch(ctx: Context):
+    _need("torch")
+    return _render_check(ctx, "torch")
+
+
 def _method_check(ctx: Context, gpu_name: str, cpu_name: str, rtol: float, count: int | None = None):
     from methods import get_method, get_method_class
 
@@ -215,6 +258,8 @@ def check_dask_cuda(ctx: Context):
 CHECKS = [("dataset on the GPU, DLPack to torch and JAX", check_dataset_dlpack),
           ("metacal on CuPy", check_metacal_cupy),
           ("metacal on torch", check_metacal_torch),
+          ("metacal images (shear, then deconvolve) on CuPy", check_render_cupy),
+          ("metacal images (shear, then deconvolve) on torch", check_render_torch),
           ("wiener-cupy", check_wiener_cupy),
           ("richardson-lucy-cupy", check_richardson_lucy_cupy),
           ("dwdn", check_dwdn),

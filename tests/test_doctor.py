@@ -23,6 +23,7 @@ def test_checks_run_with_the_cpu_standing_in(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     rows = {row["check"]: row for row in json.loads(out.read_text())["rows"]}
     assert rows["metacal on torch"]["status"] == "ok"
+    assert rows["metacal images (shear, then deconvolve) on torch"]["status"] == "ok"
     assert rows["metacal on CuPy"]["status"] == "skip" and "GPU" in rows["metacal on CuPy"]["detail"]
     assert all(row["status"] != "FAIL" for row in rows.values()), rows
 
