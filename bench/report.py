@@ -24,7 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-from .figures import gallery, history_plot, plots
+from .figures import M_GOAL_PLACEMENT, gallery, history_plot, plots
 from .history import expand, ordered, trend_table
 from .results import (M_GOAL, NOT_METACAL, galsim_loop_time, load_run, reference_time, rows,  # noqa: F401
                       speedups)
@@ -68,21 +68,31 @@ def headline(run) -> list[str]:
                  & (df["placement"] == placement)]
         if not len(sel):
             continue
-        ok, miss, additive = [], [], []
+        ok, miss, additive, loose = [], [], [], []
         for _, r in sel.iterrows():
             bins = [b for b in r["by_snr"] if b.get("snr_bin") != "all"]
             known = bins and all(b.get("m") is not None and b.get("m_err") is not None for b in bins)
+            high = [b for b in bins if b.get("snr_lo", 0) >= 20]
             good = known and all(abs(b["m"]) <= 3 * b["m_err"] for b in bins) and all(
-                abs(b["m"]) <= 1e-2 for b in bins if b.get("snr_lo", 0) >= 20)
+                abs(b["m"]) <= M_GOAL_PLACEMENT for b in high)
             (ok if good else miss).append(f"`{r['base_method']}`")
             if good:
                 additive.extend(_additive_bias(r))
+            if known:
+                loose.extend(f"`{r['base_method']}` +-{b['m_err']:.4f} at SNR {b.get('snr_lo', '?'):g}-"
+                             f"{b.get('snr_hi', '?'):g}" for b in high if b["m_err"] > M_GOAL_PLACEMENT)
         out.append(f"{placement}: m within 3 sigma of 0 in every SNR bin and |m| <= 0.01 at SNR >= 20 for "
                    f"{', '.join(ok) or 'no method'}; missed by {', '.join(miss) or 'none'}.")
         if additive:
             # the goal is on m; an additive bias that metacal's response cannot remove is said beside it
             out.append(f"{placement}: of those, an additive bias more than 3 sigma from 0 (all SNR): "
                        f"{'; '.join(additive)}.")
+        if loose and placement == "shear-then-deconvolve":
+            # the goal is decided against m's point estimate: where its error is larger than the goal,
+            # a verdict either way is at the one-sigma level and a larger dataset is needed
+            out.append(f"{placement}: m's error exceeds the 0.01 goal itself in a bin at SNR >= 20 for "
+                       f"{'; '.join(loose)}, so the verdict there is not significant at this sample size; "
+                       f"a larger dataset (`paper`) decides it.")
     extra = run.get("deconvbench", {})
     out.append(f"Machine: {extra.get('gpu') or 'CPU only (' + str(extra.get('gpu_unavailable_reason')) + ')'}; "
                f"dataset `{extra.get('dataset', '?')}`.")

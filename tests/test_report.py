@@ -266,6 +266,23 @@ def test_headline_is_generated_from_the_data():
     assert "additive bias more than 3 sigma from 0 (all SNR): `fourier` c1 = +0.0100 +- 0.0010" in lines[2], lines
 
 
+def test_headline_says_where_the_error_on_m_exceeds_the_goal():
+    """After the shear, a bin at SNR >= 20 whose m error is above 0.01 cannot decide the goal."""
+    from bench.report import headline
+    d = copy.deepcopy(BASE)
+    d["benchmarks"] = [b for b in d["benchmarks"] if "+metacal" not in b["extra_info"]["method"]]
+    for name, err in (("dwdn", 0.004), ("wiener-fftw", 0.015)):
+        row = _row(f"{name}+metacal[shear-then-deconvolve]", 10.0, m=0.005, m_err=err)
+        row["extra_info"].update(base_method=name, placement="shear-then-deconvolve")
+        high = dict(row["extra_info"]["by_snr"][0], snr_bin=1, snr_lo=20, snr_hi=40)
+        row["extra_info"]["by_snr"].insert(1, high)
+        d["benchmarks"].append(row)
+    lines = headline(d)
+    assert "for `dwdn`, `wiener-fftw`; missed by none" in lines[1], lines
+    loose = [ln for ln in lines if "exceeds the 0.01 goal" in ln]
+    assert len(loose) == 1 and "`wiener-fftw` +-0.0150 at SNR 20-40" in loose[0] and "dwdn" not in loose[0], lines
+
+
 def _commit(data, i):
     d = copy.deepcopy(data)
     d["commit_info"] = {"id": f"{i:07d}abcdef", "time": f"2026-11-{10 + i:02d}T12:00:00"}
