@@ -188,6 +188,14 @@ def test_named_specs_validate():
         assert s.noise_pairing == "antithetic"
     assert load_spec("paper").n_samples == 100_000
     assert load_spec("default").n_samples == 11_000
+    from bench.spec import available_specs
+    assert {"smoke", "ci", "default", "paper", "train", "snr20-40", "bias-kolmogorov"} <= set(available_specs())
+    for name in available_specs():                  # every shipped spec validates
+        assert load_spec(name).name == name
+    # the placement study's set: default's population, one bin at SNR 20-40, a seed of its own
+    study, default = load_spec("snr20-40"), load_spec("default")
+    assert study.snr_bins == (20, 40) and study.n_samples == 9000 and study.seed != default.seed
+    assert (study.galaxy, study.psf, study.bands) == (default.galaxy, default.psf, default.bands)
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden", ".."])
