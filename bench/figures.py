@@ -81,8 +81,9 @@ def m_vs_snr_figure(runs):
                 continue
             m = np.array([np.nan if q.get("m") is None else q["m"] for q in rs], float)
             e = np.array([np.nan if q.get("m_err") is None else q["m_err"] for q in rs], float)
-            if _placement_of(r) == "shear-then-deconvolve" and r["base_method"] in no_image:
-                continue
+            if _placement_of(r) == "shear-then-deconvolve" and (
+                    r["base_method"] in no_image or all(q.get("psnr_db") is None for q in rs)):
+                continue            # (a second-placement row scores its output's PSNR unless it has none)
             dashed = "[no-correction]" in r["method"]
             label = r["base_method"] + (", no noise correction" if dashed else "")
             label += f" ({run['label']})" if len(runs) > 1 else ""
@@ -114,7 +115,7 @@ def quality_figure(runs):
     colours = method_colours(runs)
     for run in runs:
         df = rows(run)
-        for _, r in df[df["psnr_db"].notna() & ~df["method"].str.contains("+metacal", regex=False)].iterrows():
+        for _, r in _image_rows(df).iterrows():
             rs, x = _snr_centres(r["by_snr"])
             lbl = r["method"] + (f" ({run['label']})" if len(runs) > 1 else "")
             c = colours.get(r["base_method"])
@@ -182,8 +183,17 @@ def plots(runs) -> dict[str, str]:
     import matplotlib
     matplotlib.use("Agg")
 
-    return {"m_vs_snr": _png(m_vs_snr_figure(runs)), "quality_vs_snr": _png(quality_figure(runs)),
-            "time_memory": _png(time_memory_figure(runs))}
+    figs = {"m_vs_snr": _png(m_vs_snr_figure(runs))}
+    # a run of metacal rows only (e.g. -k shear_first) has no deconvolution-alone PSNR: no empty plot
+    if any(_image_rows(rows(run)).size for run in runs):
+        figs["quality_vs_snr"] = _png(quality_figure(runs))
+    figs["time_memory"] = _png(time_memory_figure(runs))
+    return figs
+
+
+def _image_rows(df):
+    """The deconvolution-alone rows that have a PSNR (the quality figure's)."""
+    return df[df["psnr_db"].notna() & ~df["method"].str.contains("+metacal", regex=False)]
 
 
 def history_plot(runs) -> str:

@@ -92,7 +92,7 @@ def headline(run) -> list[str]:
             # a verdict either way is at the one-sigma level and a larger dataset is needed
             out.append(f"{placement}: m's error exceeds the 0.01 goal itself in a bin at SNR >= 20 for "
                        f"{'; '.join(loose)}, so the verdict there is not significant at this sample size; "
-                       f"a larger dataset (`paper`) decides it.")
+                       f"a larger dataset decides it.")
     extra = run.get("deconvbench", {})
     out.append(f"Machine: {extra.get('gpu') or 'CPU only (' + str(extra.get('gpu_unavailable_reason')) + ')'}; "
                f"dataset `{extra.get('dataset', '?')}`.")

@@ -283,6 +283,16 @@ def test_headline_says_where_the_error_on_m_exceeds_the_goal():
     assert len(loose) == 1 and "`wiener-fftw` +-0.0150 at SNR 20-40" in loose[0] and "dwdn" not in loose[0], lines
 
 
+def test_a_run_of_metacal_rows_only_has_no_empty_quality_plot():
+    """-k shear_first gives no deconvolution-alone rows: no PSNR figure; the figures that apply stay."""
+    from bench.figures import plots
+    d = dict(copy.deepcopy(BASE), label="metacal-only")
+    d["benchmarks"] = [b for b in d["benchmarks"] if "+metacal" in b["extra_info"]["method"]]
+    assert d["benchmarks"]
+    assert set(plots([d])) == {"m_vs_snr", "time_memory"}
+    assert "quality_vs_snr" in plots([dict(BASE, label="all")])
+
+
 def _commit(data, i):
     d = copy.deepcopy(data)
     d["commit_info"] = {"id": f"{i:07d}abcdef", "time": f"2026-11-{10 + i:02d}T12:00:00"}
