@@ -162,7 +162,8 @@ def time_memory_figure(runs):
             mem = float(r["peak_memory_bytes"]) / 2 ** 20
             axes[1].scatter(mem, r["time_per_5000_s"], color=colours.get(r["base_method"], "0.6"),
                             marker=_kind_marker(r["method"]), s=36, edgecolors="k" if k else "none")
-            axes[1].annotate(r["method"] + (f" ({run['label']})" if len(runs) > 1 else ""),
+            # the marker says where the row sits, so the base name suffices and the labels stay apart
+            axes[1].annotate(r["base_method"] + (f" ({run['label']})" if len(runs) > 1 else ""),
                              (mem, r["time_per_5000_s"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
     axes[0].invert_yaxis()
     axes[0].set_xscale("log")
