@@ -120,19 +120,39 @@ def shard_bounds(n_samples: int, shard_size: int = SHARD_SIZE) -> list[tuple[int
     return [(s, min(s + shard_size, n_samples)) for s in range(0, n_samples, shard_size)]
 
 
-def write_h5(path, arrays: dict, *, chunk: int = 256) -> Path:
-    """Write NumPy *arrays* (first axis: objects) to a chunked HDF5 file that workers read in slices."""
+def write_h5(path, arrays, *, chunk: int = 256, keys=None) -> Path:
+    """Write *arrays* (first axis: objects) to a chunked HDF5 file that workers read in slices.
+
+    *arrays* is a dict of NumPy arrays, or a reader with ``shapes``, ``dtypes``, ``whole(key)``
+    and ``rows(key, start, stop)`` (:class:`bench.metacal.npz.NpzRows`), copied *chunk* objects
+    at a time so that memory stays that of a chunk; *keys* picks the members. [default: all]
+    """
     import h5py
 
+    if isinstance(arrays, dict):
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        shapes = {k: v.shape for k, v in arrays.items()}
+        dtypes = {k: v.dtype for k, v in arrays.items()}
+
+        def read(k, a, b):
+            return arrays[k] if a is None else arrays[k][a:b]
+    else:
+        shapes, dtypes = arrays.shapes, arrays.dtypes
+        reader = arrays
+
+        def read(k, a, b):
+            return reader.whole(k) if a is None else reader.rows(k, a, b)
     path = Path(path)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     with h5py.File(tmp, "w") as f:
-        for k, v in arrays.items():
-            v = np.asarray(v)
-            if v.ndim == 0:
-                f.attrs[k] = v.item()
-            else:
-                f.create_dataset(k, data=v, chunks=(min(chunk, len(v)),) + v.shape[1:])
+        for k in [k for k in shapes if keys is None or k in keys]:
+            if len(shapes[k]) == 0:
+                f.attrs[k] = np.asarray(read(k, None, None)).item()
+                continue
+            n = shapes[k][0]
+            d = f.create_dataset(k, shape=shapes[k], dtype=dtypes[k], chunks=(max(1, min(chunk, n)),) + shapes[k][1:])
+            for a in range(0, n, max(chunk, 1024)):
+                d[a:a + max(chunk, 1024)] = read(k, a, min(a + max(chunk, 1024), n))
     os.replace(tmp, path)
     return path
 
@@ -196,9 +216,6 @@ def run_slice(source: str, start: int, stop: int, *, metacal_kwargs: dict, metho
     """
     import h5py
 
-    from . import pipeline
-    from .metacal import MetacalConfig
-
     with h5py.File(source, "r") as f:
         data = {k: f[k][start:stop] for k in ("image", "psf", "noise_sigma", "row", "col", "truth", "noise",
                                                 "quad_id", "rotation")
@@ -214,6 +231,20 @@ def run_slice(source: str, start: int, stop: int, *, metacal_kwargs: dict, metho
         spec = {**spec, "noise_pairing": dataset["noise_pairing"]}
     if pixel_scale is None:
         raise BenchValueError(f"{source}: no pixel_scale attribute")
+    return run_arrays(data, start, stop, pixel_scale=pixel_scale, spec=spec, metacal_kwargs=metacal_kwargs,
+                      method=method, device=device, quality=quality, placement=placement, validate=validate)
+
+
+def run_arrays(data: dict, start: int, stop: int, *, pixel_scale: float, metacal_kwargs: dict, spec: dict | None = None,
+               method: str | None = None, device: str = "cpu", quality: bool = False,
+               placement: str = "deconvolve-then-shear", validate: bool = False) -> dict:
+    """Objects [start, stop) of an input, already read into *data* (arrays by key), through
+    *method* and metacal: what :func:`run_slice` does once it has read its slice. *spec* is
+    a dataset cache's spec (its noise pairing), if the input is one. [default: None]"""
+    from . import pipeline
+    from .metacal import MetacalConfig
+
+    spec = spec or {}
     if validate:
         from .metacal.validate import validate_input
         validate_input({**data, "pixel_scale": np.asarray(pixel_scale)}, offset=start)
@@ -338,4 +369,4 @@ def gather_outputs(paths) -> dict[str, np.ndarray]:
 
 
 __all__ = ["SHARD_SIZE", "check_cluster", "close", "connect", "dataset_params", "file_identity", "gather_outputs", "process_shard", "remove_shards",
-           "run_shards", "run_slice", "shard_bounds", "write_h5"]
+           "run_arrays", "run_shards", "run_slice", "shard_bounds", "write_h5"]

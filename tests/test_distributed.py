@@ -165,7 +165,7 @@ def test_cli_with_local_workers_matches_single_process(smoke, tmp_path):
 @pytest.mark.parametrize("args,words", [
     (["--workers", 2, "--shard-size", 6], "shard_size must be a positive multiple of 4"),
     (["--workers", 2, "--scheduler", "tcp://127.0.0.1:1"], "not both"),
-    (["--shard-size", 8], "need --workers or --scheduler"),
+    (["--work-dir", "w"], "--work-dir needs --workers or --scheduler"),
     (["--scheduler", "nowhere"], "address like tcp://HOST:PORT"),
 ])
 def test_cli_bad_dask_options_exit_2(smoke, tmp_path, args, words):

@@ -128,15 +128,32 @@ def test_hdf5_input_is_read_in_chunks_and_matches_npz(tmp_path, reference):
     np.savez(tmp_path / "in.npz", **d)
     _h5(tmp_path, d)
     outs = {}
-    for name, extra in (("in.npz", []), ("in.h5", ["--shard-size", "4"])):
-        out = tmp_path / f"out-{name}.npz"
+    np.savez_compressed(tmp_path / "in-deflated.npz", **d)
+    runs = (("in.npz", []), ("in.h5", ["--shard-size", "4"]), ("in.npz", ["--shard-size", "4"]),
+            ("in-deflated.npz", ["--shard-size", "8"]))
+    for name, extra in runs:
+        out = tmp_path / f"out-{name}-{len(extra)}.npz"
         r = run_module("bench.metacal", tmp_path / name, "--out", out, "--method", "wiener-fftw", *extra)
         assert r.returncode == 0, r.stderr
         with np.load(out) as f:
-            outs[name] = {k: f[k] for k in f.files}
-    for k in ("noshear_e1", "1p_e1", "2m_e2", "R11", "R22", "flags"):
-        assert_same_to_rounding(outs["in.h5"][k], outs["in.npz"][k], k)
+            outs[(name, len(extra))] = {k: f[k] for k in f.files}
+    whole = outs[("in.npz", 0)]
+    for key, res in outs.items():
+        for k in ("noshear_e1", "1p_e1", "2m_e2", "R11", "R22", "flags"):
+            assert_same_to_rounding(res[k], whole[k], f"{key} {k}")
     assert list((tmp_path).glob("*.parts")) == []
+
+
+def test_npz_errors_name_the_object_in_the_file(tmp_path, good):
+    """An npz input is read a chunk at a time too: a bad value in a later chunk is named by its index."""
+    _, d = good
+    d = {k: np.array(v, copy=True) for k, v in d.items()}
+    d["psf"][6] = 0.0                         # in the second chunk of 4
+    p = tmp_path / "in.npz"
+    np.savez(p, **d)
+    r = run_module("bench.metacal", p, "--out", tmp_path / "out.npz", "--shard-size", "4")
+    assert r.returncode == 2 and "psf of object 6 sums to 0.0" in r.stderr, r.stderr
+    assert not (tmp_path / "out.npz").exists()
 
 
 H5_CASES = {k: CASES[k] for k in ("nan", "zero_psf", "missing", "sigma", "scale", "shape", "count", "complex",

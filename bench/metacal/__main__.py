@@ -15,7 +15,7 @@ import numpy as np
 from ..cli import make_parser, run_cli
 from ..errors import BenchFileError, BenchValueError, unknown_name
 from .config import KERNELS, MetacalConfig
-from .validate import H5_SUFFIXES, load_input, open_h5_input, validate_input
+from .validate import H5_SUFFIXES, open_h5_input, open_npz_input
 
 
 def parser():
@@ -69,32 +69,20 @@ def main(argv=None) -> int:
             raise BenchValueError(f"--device cuda is unavailable here: {why}")
     if os.path.exists(a.out) and os.path.samefile(a.out, a.input):
         raise BenchFileError(f"--out {a.out!r} is the input file; give another path")
-    h5 = a.input.lower().endswith(H5_SUFFIXES)
-    if h5:          # read and checked chunk by chunk: memory stays that of a chunk
-        n_objects, _ = open_h5_input(a.input)
-        d = None
+    # either kind of input is checked, then read and checked chunk by chunk: memory stays a chunk's
+    if a.input.lower().endswith(H5_SUFFIXES):
+        reader, (n_objects, _) = None, open_h5_input(a.input)
     else:
-        d = load_input(a.input)
-        validate_input(d)
-    if a.workers is not None or a.scheduler:
-        return _main_distributed(a, d, cfg)
-    if a.work_dir is not None or (a.shard_size is not None and not h5):
-        raise BenchValueError("--shard-size and --work-dir need --workers or --scheduler (or, --shard-size, "
-                              "an HDF5 input)")
-    if h5:
-        return _main_chunked(a, cfg, n_objects, runs_method)
-    from .. import pipeline
-
-    image, psf = d["image"], d["psf"]
-    if a.device == "cuda" and not runs_method:
-        import cupy
-        image, psf = cupy.asarray(image), cupy.asarray(psf)
-    method = get_method(a.method, device=a.device) if runs_method else None
-    out, _ = pipeline.run(method, image, psf, d["noise_sigma"], pixel_scale=float(d["pixel_scale"]),
-                          row=d.get("row"), col=d.get("col"), config=cfg, noise=d.get("noise"), device=a.device,
-                          placement=a.placement)
-    _write_output(a, out)
-    return 0
+        reader, n_objects, _ = open_npz_input(a.input)
+    try:
+        if a.workers is not None or a.scheduler:
+            return _main_distributed(a, reader, cfg, n_objects)
+        if a.work_dir is not None:
+            raise BenchValueError("--work-dir needs --workers or --scheduler")
+        return _main_chunked(a, cfg, n_objects, runs_method, reader)
+    finally:
+        if reader is not None:
+            reader.close()
 
 
 def _write_output(a, out) -> None:
@@ -111,24 +99,30 @@ def _write_output(a, out) -> None:
           f"{float(out['time_s']):.3f} s -> {a.out}")
 
 
-def _main_chunked(a, cfg, n_objects: int, runs_method: bool) -> int:
-    """An HDF5 input in one process, one chunk of --shard-size samples at a time; the output
-    is written only once every chunk has been checked and measured."""
+def _main_chunked(a, cfg, n_objects: int, runs_method: bool, reader=None) -> int:
+    """The input in one process, one chunk of --shard-size samples at a time (an HDF5 file, or
+    the npz *reader*); the output is written only once every chunk has been checked and measured."""
     from dataclasses import asdict
 
-    from ..distributed import SHARD_SIZE, gather_outputs, run_slice, shard_bounds
+    from ..distributed import SHARD_SIZE, gather_outputs, run_arrays, run_slice, shard_bounds
 
     bounds = shard_bounds(n_objects, SHARD_SIZE if a.shard_size is None else a.shard_size)
-    kwargs = {k: v for k, v in asdict(cfg).items() if k != "chunk"}
-    parts = [run_slice(a.input, start, stop, metacal_kwargs=kwargs, method=a.method if runs_method else None,
-                       device=a.device, placement=a.placement, validate=True) for start, stop in bounds]
+    kw = dict(metacal_kwargs={k: v for k, v in asdict(cfg).items() if k != "chunk"},
+              method=a.method if runs_method else None, device=a.device, placement=a.placement, validate=True)
+    if reader is None:
+        parts = [run_slice(a.input, start, stop, **kw) for start, stop in bounds]
+    else:
+        keys = [k for k in ("image", "psf", "noise_sigma", "row", "col", "noise") if k in reader]
+        scale = float(reader.whole("pixel_scale").reshape(()))
+        parts = [run_arrays({k: reader.rows(k, start, stop) for k in keys}, start, stop, pixel_scale=scale, **kw)
+                 for start, stop in bounds]
     _write_output(a, gather_outputs(parts))
     return 0
 
 
-def _main_distributed(a, d, cfg) -> int:
-    """The same computation as shards on Dask: the input becomes a chunked HDF5 file the workers read
-    (an HDF5 input is read as it is; *d* is None then)."""
+def _main_distributed(a, reader, cfg, n_objects: int) -> int:
+    """The same computation as shards on Dask: an npz input (*reader*) is copied chunk by chunk
+    into an HDF5 file the workers read; an HDF5 input is read as it is (*reader* is None)."""
     from dataclasses import asdict
     from pathlib import Path
 
@@ -138,7 +132,6 @@ def _main_distributed(a, d, cfg) -> int:
     if a.workers is not None and a.scheduler:
         raise BenchValueError("give --workers or --scheduler, not both")
     shard = SHARD_SIZE if a.shard_size is None else a.shard_size
-    n_objects = open_h5_input(a.input)[0] if d is None else len(d["image"])
     shard_bounds(n_objects, shard)                                # validates the size before any work
     check_cluster(a.scheduler, a.workers)                         # before the work directory is made
     work = Path(a.work_dir or a.out + ".parts")
@@ -153,16 +146,15 @@ def _main_distributed(a, d, cfg) -> int:
     # the copy is trusted only if this command made it from this very input file
     input_id = json.dumps({"input": os.path.abspath(a.input), "id": file_identity(a.input)})
     ours = stamp.exists() and stamp.read_text() == input_id
-    if d is None:
+    if reader is None:
         source = Path(a.input)
     elif source.exists() and not stamp.exists():
         raise BenchFileError(f"--work-dir {str(work)!r} holds an input.h5 this command did not write; "
                              f"choose another --work-dir")
-    if d is not None and not (source.exists() and ours):
+    if reader is not None and not (source.exists() and ours):
         stamp.unlink(missing_ok=True)
         tmp = work / f"input.h5.tmp{os.getpid()}"
-        write_h5(tmp, {k: v for k, v in d.items() if k in ("image", "psf", "noise_sigma", "row", "col",
-                                                             "pixel_scale", "noise")})
+        write_h5(tmp, reader, keys=("image", "psf", "noise_sigma", "row", "col", "pixel_scale", "noise"))
         os.replace(tmp, source)
         stamp.write_text(input_id)
     kwargs = {k: v for k, v in asdict(cfg).items() if k != "chunk"}
@@ -171,7 +163,7 @@ def _main_distributed(a, d, cfg) -> int:
     try:
         paths = run_shards(client, source, n_objects, work / "shards", shard_size=shard, identity=identity,
                            metacal_kwargs=kwargs, method=a.method, device=a.device, placement=a.placement,
-                           **({"validate": True} if d is None else {}))      # an npz input was checked whole
+                           validate=True)                   # each shard's values, as it is read
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"finished shards kept in {str(work)!r}: the same command continues from them") \
             from None
@@ -180,7 +172,7 @@ def _main_distributed(a, d, cfg) -> int:
     _write_output(a, gather_outputs(paths))
     # remove what this command made, and the directory only if it made it and nothing else is there
     remove_shards(work / "shards")
-    if d is not None:                                             # never the user's own input
+    if reader is not None:                                        # never the user's own input
         source.unlink(missing_ok=True)
         stamp.unlink(missing_ok=True)
     if made_dir:

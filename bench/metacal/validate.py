@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import zipfile
 
 import numpy as np
 
@@ -142,26 +141,6 @@ def flag_inputs(xp, img, ps, dec=None, nse=None):
 INPUT_KEYS = ("image", "psf", "noise_sigma", "pixel_scale")
 
 
-def load_input(path: str) -> dict[str, np.ndarray]:
-    """The arrays of an npz input file (never unpickled); raises naming a missing key."""
-    if not os.path.exists(path):
-        raise BenchFileError(f"input file not found: {path!r}")
-    try:
-        f = np.load(path, allow_pickle=False)
-        if hasattr(f, "files"):             # np.load gives a bare array for a .npy file
-            with f:
-                data = {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise BenchValueError(f"{path!r} is not a readable npz file ({err or type(err).__name__})") from None
-    if not hasattr(f, "files"):
-        raise BenchValueError(f"{path!r} is not an npz archive (one array of shape {np.shape(f)}): save the "
-                              f"inputs with numpy.savez(path, image=..., psf=..., noise_sigma=..., pixel_scale=...)")
-    for key in INPUT_KEYS:
-        if key not in data:
-            raise BenchKeyError(f"{path!r} has no key {key!r} (needs {', '.join(INPUT_KEYS)})")
-    return data
-
-
 H5_SUFFIXES = (".h5", ".hdf5")
 
 
@@ -195,10 +174,46 @@ def open_h5_input(path: str) -> tuple[int, float]:
             scale = json.loads(f.attrs["spec"]).get("pixel_scale")
     if scale is None:
         raise BenchKeyError(f"{path!r} has no pixel_scale attribute")
+    return check_layout(shapes, dtypes, scale), float(scale)
+
+
+def open_npz_input(path: str):
+    """(reader, number of objects, pixel scale) of an npz input, checked without reading its stamps.
+
+    The reader (:class:`bench.metacal.npz.NpzRows`) gives the objects a slice at a time, whose
+    values are checked as they are read (:func:`validate_input` with an offset).
+    """
+    from .npz import NpzRows
+
+    reader = NpzRows(path)
+    try:
+        for key in INPUT_KEYS:
+            if key not in reader:
+                raise BenchKeyError(f"{path!r} has no key {key!r} (needs {', '.join(INPUT_KEYS)})")
+        shapes = {k: reader.shapes[k] for k in ("image", "psf", "noise_sigma", "row", "col", "noise") if k in reader}
+        dtypes = {k: reader.dtypes[k] for k in shapes}
+        scale = reader.whole("pixel_scale")
+        n_objects = check_layout(shapes, dtypes, scale)        # a bad scale is named here
+        return reader, n_objects, float(scale.reshape(()))
+    except BaseException:
+        reader.close()
+        raise
+
+
+def check_layout(shapes: dict, dtypes: dict, scale) -> int:
+    """Check an input file's shapes and dtypes (and its pixel scale) before its values are read;
+    returns the number of objects."""
     for k in ("image", "psf", "noise_sigma", "row", "col", "noise"):
         if k in shapes and not _real(dtypes[k]):
             raise BenchTypeError(f"{k} must hold real numbers, got dtype {dtypes[k]}")
-    N = shapes["image"][0]
+    N = shapes["image"][0] if shapes["image"] else 0
+    if N < 1:
+        raise BenchValueError(f"image must hold at least one square stamp of at least {MIN_STAMP} x {MIN_STAMP} "
+                              f"pixels, got shape {shapes['image']}")
+    # dimensions, stamp size and pixel scale on a one-object probe of the same layout
+    probe = {"image": np.zeros((1,) + shapes["image"][1:]), "psf": np.ones((1,) + shapes["image"][1:]),
+             "noise_sigma": np.ones((1,) + shapes["noise_sigma"][1:]), "pixel_scale": np.asarray(scale)}
+    validate_input(probe)
     want = {"psf": shapes["image"], "noise": shapes["image"], "row": (N,), "col": (N,)}
     for k, shp in shapes.items():
         if shp[:1] != (N,):
@@ -209,11 +224,7 @@ def open_h5_input(path: str) -> tuple[int, float]:
     if shapes["noise_sigma"] not in ((N,), shapes["image"][:2]):
         raise BenchValueError(f"noise_sigma must have shape ({N},) or {shapes['image'][:2]}, got "
                               f"{shapes['noise_sigma']}")
-    # the rest (dimensions, stamp size, pixel scale) on a one-object probe of the same layout
-    probe = {"image": np.zeros((1,) + shapes["image"][1:]), "psf": np.ones((1,) + shapes["image"][1:]),
-             "noise_sigma": np.ones((1,) + shapes["noise_sigma"][1:]), "pixel_scale": np.asarray(scale)}
-    validate_input(probe)
-    return N, float(scale)
+    return N
 
 
 def validate_input(d: dict[str, np.ndarray], *, offset: int = 0) -> None:
