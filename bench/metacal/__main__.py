@@ -22,7 +22,7 @@ def parser():
     p = make_parser("python -m bench.metacal", "Batched metacalibration of stamps in an npz or HDF5 file.")
     p.add_argument("input", help="npz with image, psf, noise_sigma, pixel_scale [, row, col, noise]; or an "
                                  "HDF5 file (.h5, .hdf5) with those datasets and a pixel_scale attribute, "
-                                 "a dataset cache included, read in chunks of --shard-size")
+                                 "a dataset cache included; either is read in chunks of --shard-size")
     p.add_argument("--out", required=True, help="output npz")
     p.add_argument("--method", default="fourier", help="registered deconvolution method [fourier]")
     p.add_argument("--psf", "--kernel", dest="psf", default=MetacalConfig.kernel, metavar="KERNEL",
@@ -42,7 +42,7 @@ def parser():
                    help="run on a local Dask cluster of this many worker processes [one process, no Dask]")
     p.add_argument("--scheduler", default=None, help="run on the Dask scheduler at tcp://HOST:PORT")
     p.add_argument("--shard-size", type=int, default=None,
-                   help="samples per Dask task, or per chunk read from an HDF5 input, a multiple of 4 [4096]")
+                   help="samples per Dask task, or per chunk read from the input, a multiple of 4 [4096]")
     p.add_argument("--work-dir", default=None,
                    help="where Dask shards are kept until the output is written; an interrupted run "
                         "started again with the same input and options continues there [OUT.parts]")
