@@ -186,8 +186,7 @@ def build(runs, out: Path, *, with_gallery: bool = True, history: list | None = 
             fails = pd.DataFrame([{"run": "-", "method": "-", "gate": "no run fails the gate against the one before"}])
         sections.append(("History: gate failures against the previous run", fails, True))
     if scaling is not None:
-        sections.append(("Scaling with the number of samples (python -m bench.scaling)",
-                         _scaling_table(*scaling), True))
+        sections.append((_scaling_title(scaling[0]), _scaling_table(*scaling), True))
     skipped = [(run["label"], s) for run in runs for s in run.get("deconvbench", {}).get("skipped", [])]
     heads = [ln for run in runs for ln in headline(run)]
     best = [(run["label"], best_per_bin(rows(run))) for run in runs]
@@ -239,6 +238,16 @@ FIGURES = (("m_vs_snr", "m against SNR"), ("quality_vs_snr", "PSNR and SSIM agai
            ("time_memory", "Time and memory"), ("gallery", "Examples (r band): outputs and residuals"),
            ("history", "History across runs"),
            ("scaling", "Scaling: time per 5000 samples and peak memory against the number of samples"))
+
+
+def _scaling_title(table) -> str:
+    """The section's title, with where and when the study ran when its table says so."""
+    where = []
+    if "machine" in table.columns:
+        cores = f", {int(table['n_cores'].iloc[0])} logical cores" if "n_cores" in table.columns else ""
+        where.append(f"{table['machine'].iloc[0]}{cores}")
+    where += [f"{label}{table[k].iloc[0]}" for k, label in (("commit", "commit "), ("date", "")) if k in table.columns]
+    return "Scaling with the number of samples (python -m bench.scaling" + "".join(f"; {w}" for w in where) + ")"
 
 
 def _scaling_table(table, method_name: str):

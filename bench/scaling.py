@@ -55,6 +55,32 @@ def measure(name: str, method_name: str = "wiener-fftw", *, chunk: int = CHUNK) 
             f"{method_name}_per_5000_s": times["method"] * 5000 / n, "peak_rss_increase_mib": (peak or 0) / 2 ** 20}
 
 
+def provenance() -> dict:
+    """Where and when the study ran: CPU model, logical cores, the project's commit (if a git
+    checkout), UTC date; written as columns of the table, so that a report can say so."""
+    import datetime
+    import os
+    import platform
+    import subprocess
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True,
+                                timeout=10, cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"machine": cpu, "n_cores": os.cpu_count() or 0, "commit": commit or "unknown",
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")}
+
+
+#: text columns of a scaling table (the rest are numbers)
+TEXT_COLUMNS = ("dataset", "machine", "commit", "date")
+
 #: columns every scaling table has, beside one ``METHOD_s`` and ``METHOD_per_5000_s`` pair
 COLUMNS = ("dataset", "n_samples", "n_bands", "metacal_s", "metacal_per_5000_s", "peak_rss_increase_mib")
 
@@ -69,7 +95,7 @@ def load_table(path):
     from .errors import BenchValueError
 
     try:
-        table = pd.read_csv(path)
+        table = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS})
     except FileNotFoundError:
         raise BenchValueError(f"scaling table {str(path)!r} does not exist") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
@@ -83,7 +109,7 @@ def load_table(path):
                                  f"expected one METHOD_per_5000_s column, found {methods}"))
     if not len(table):
         raise BenchValueError(f"scaling table {str(path)!r} has no rows")
-    for col in [c for c in table.columns if c != "dataset"]:
+    for col in [c for c in table.columns if c not in TEXT_COLUMNS]:
         values = pd.to_numeric(table[col], errors="coerce")
         bad = table[col][~(values.notna() & (values >= 0) & values.abs().lt(float("inf")))]
         if len(bad):
@@ -133,7 +159,7 @@ def main(argv=None) -> int:
     if not get_method_class(a.method).produces_image:
         raise BenchValueError(f"--method must return images, {a.method!r} does not")
     rows = [measure(name, a.method) for name in a.datasets]
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows).assign(**provenance())
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "scaling.csv", index=False, float_format="%.4g")
@@ -150,4 +176,4 @@ if __name__ == "__main__":
     sys.exit(run_cli(main, prog="python -m bench.scaling"))
 
 
-__all__ = ["COLUMNS", "figure", "load_table", "main", "measure"]
+__all__ = ["COLUMNS", "TEXT_COLUMNS", "figure", "load_table", "main", "measure", "provenance"]

@@ -350,3 +350,8 @@ def test_scaling_command_writes_its_table_and_figure(smoke, tmp_path, monkeypatc
     assert list(t["dataset"]) == ["smoke"] and int(t["n_samples"][0]) == len(smoke)
     assert t["metacal_per_5000_s"][0] > 0 and t["wiener-fftw_per_5000_s"][0] > 0
     assert (tmp_path / "scaling.png").stat().st_size > 1000
+    # where and when it ran, for the report; and the table reads back through its own check
+    import os
+    assert int(t["n_cores"][0]) == os.cpu_count() and t["machine"][0] and len(str(t["date"][0])) == 10
+    back, method = scaling.load_table(tmp_path / "scaling.csv")
+    assert method == "wiener-fftw" and isinstance(back["commit"][0], str) and back["commit"][0]

@@ -191,12 +191,15 @@ def test_report_shows_the_scaling_study(tmp_path):
     a = _write(tmp_path, "cpu.json", BASE)
     csv = tmp_path / "scaling.csv"
     csv.write_text("dataset,n_samples,n_bands,metacal_s,wiener-fftw_s,metacal_per_5000_s,wiener-fftw_per_5000_s,"
-                   "peak_rss_increase_mib\npaper,100000,3,30.7,5.08,1.533,0.254,301.5\n"
-                   "ci,400,3,0.27,0.056,3.32,0.699,168.9\n")
+                   "peak_rss_increase_mib,machine,n_cores,commit,date\n"
+                   "paper,100000,3,30.7,5.08,1.533,0.254,301.5,Test CPU,2,0012345678,2026-12-01\n"
+                   "ci,400,3,0.27,0.056,3.32,0.699,168.9,Test CPU,2,0012345678,2026-12-01\n")
     out = tmp_path / "rep"
     r = run_module("bench.report", a, "--scaling", csv, "--out", out, "--no-gallery")
     assert r.returncode == 0, r.stderr
     md = (out / "report.md").read_text()
+    assert "## Scaling with the number of samples (python -m bench.scaling; Test CPU, 2 logical cores; " \
+           "commit 0012345678; 2026-12-01)" in md
     section = md.split("## Scaling with the number of samples")[1].split("##")[0]
     lines = [ln for ln in section.splitlines() if ln.startswith("| ")]
     assert "wiener-fftw, s / 5000" in lines[0]
