@@ -67,11 +67,15 @@ class NpzRows:
             self.close()
             raise
 
-    def _open(self, key: str, name: str) -> None:
+    def _stream(self, name: str):
+        """The member *name* opened, positioned at its data; and its (shape, fortran, dtype)."""
         fp = self._zip.open(name)
         version = npy_format.read_magic(fp)
         header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
-        shape, fortran, dtype = header(fp)
+        return fp, header(fp)
+
+    def _open(self, key: str, name: str) -> None:
+        fp, (shape, fortran, dtype) = self._stream(name)
         if dtype.hasobject:
             fp.close()
             raise BenchTypeError(f"{key} in {self.path!r} holds Python objects (dtype {dtype}): inputs are never "
@@ -107,13 +111,11 @@ class NpzRows:
             return self._whole[key][start:stop]
         shape, dtype = self.shapes[key], self.dtypes[key]
         stop = min(stop, shape[0])
+        start = min(start, stop)
         per_row = int(np.prod(shape[1:], dtype=np.int64))
         if start < self._row[key]:
             self._streams[key].close()
-            fp = self._zip.open(key + ".npy")
-            npy_format.read_array_header_1_0(fp) if npy_format.read_magic(fp) == (1, 0) else \
-                npy_format.read_array_header_2_0(fp)
-            self._streams[key], self._row[key] = fp, 0
+            self._streams[key], self._row[key] = self._stream(key + ".npy")[0], 0
         fp = self._streams[key]
         try:
             while self._row[key] < start:           # skip forward a bounded piece at a time
