@@ -12,14 +12,23 @@ import re
 import dataclasses
 import hashlib
 import json
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from .errors import BenchFileError, BenchKeyError, BenchTypeError, BenchValueError, unknown_name
 
+def _datasets_dir(code: Path, prefix: str) -> Path:
+    """The checkout's ``datasets/`` beside the *code* folder; for an installed wheel, which has
+    none, the specs it installs under ``PREFIX/share/deconvbench/datasets``."""
+    here = code.parent / "datasets"
+    installed = Path(prefix) / "share" / "deconvbench" / "datasets"
+    return installed if not here.is_dir() and installed.is_dir() else here
+
+
 #: Folder holding the named specs and (git-ignored) the cache.
-DATASETS_DIR = Path(__file__).resolve().parent.parent / "datasets"
+DATASETS_DIR = _datasets_dir(Path(__file__).resolve().parent, sys.prefix)
 
 KNOWN_BANDS = ("u", "g", "r", "i", "z", "y")
 PSF_MODELS = ("moffat", "kolmogorov")
