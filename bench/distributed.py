@@ -151,8 +151,9 @@ def write_h5(path, arrays, *, chunk: int = 256, keys=None) -> Path:
                 continue
             n = shapes[k][0]
             d = f.create_dataset(k, shape=shapes[k], dtype=dtypes[k], chunks=(max(1, min(chunk, n)),) + shapes[k][1:])
-            for a in range(0, n, max(chunk, 1024)):
-                d[a:a + max(chunk, 1024)] = read(k, a, min(a + max(chunk, 1024), n))
+            step = max(chunk, 1024)                 # copied in pieces of whole HDF5 chunks
+            for a in range(0, n, step):
+                d[a:a + step] = read(k, a, min(a + step, n))
     os.replace(tmp, path)
     return path
 

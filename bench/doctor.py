@@ -104,20 +104,34 @@ def check_dataset_dlpack(ctx: Context):
 
 
 def _metacal_check(ctx: Context, framework: str):
-    from .arrays import method_inputs, to_numpy
-    from .memory import measure_peak
-    from .metacal import TYPES, metacal
+    from .arrays import method_inputs
+    from .metacal import metacal
 
     kw = dict(pixel_scale=ctx.ds.spec.pixel_scale, row=ctx.row, col=ctx.col, noise=ctx.noise)
     cpu = metacal(ctx.img, ctx.psf, **kw)
     img, psf = method_inputs([ctx.img, ctx.psf], framework, ctx.device)
     dev = metacal(img, psf, **kw)
-    de = max(float(np.nanmax(np.abs(to_numpy(dev[f"{t}_e{i}"]) - cpu[f"{t}_e{i}"]))) for t in TYPES for i in (1, 2))
-    secs = _median_time(lambda: metacal(img, psf, **kw))
-    peak, _ = measure_peak(lambda: metacal(img, psf, **kw), framework, ctx.device)
+    de = _max_de(dev, cpu)
     status = "ok" if de <= E_TOL else "FAIL"
-    return status, f"max |de| {de:.1e} (limit {E_TOL:g}), {ctx.n} r-band stamps", dict(
-        time_per_5000_s=ctx.per5000(secs, ctx.n), peak_memory_bytes=peak)
+    return status, f"max |de| {de:.1e} (limit {E_TOL:g}), {ctx.n} r-band stamps", _cost(
+        ctx, lambda: metacal(img, psf, **kw), framework)
+
+
+def _max_de(dev, cpu) -> float:
+    """Largest |e| difference of a device result from the CPU's, over every type and component."""
+    from .arrays import to_numpy
+    from .metacal import TYPES
+
+    return max(float(np.nanmax(np.abs(to_numpy(dev[f"{t}_e{i}"]) - cpu[f"{t}_e{i}"]))) for t in TYPES for i in (1, 2))
+
+
+def _cost(ctx: Context, fn, framework: str) -> dict:
+    """GPU time per 5000 (median after a warm-up) and peak memory of *fn* on ctx's stamps."""
+    from .memory import measure_peak
+
+    secs = _median_time(fn)
+    peak, _ = measure_peak(fn, framework, ctx.device)
+    return dict(time_per_5000_s=ctx.per5000(secs, ctx.n), peak_memory_bytes=peak)
 
 
 def check_metacal_cupy(ctx: Context):
@@ -136,7 +150,6 @@ def _render_check(ctx: Context, framework: str):
     """The second placement's engine: the five metacal images drawn on the device, and their
     moments, against the same on the CPU (images to float32 rounding, e within E_TOL)."""
     from .arrays import method_inputs, to_numpy
-    from .memory import measure_peak
     from .metacal import TYPES
     from .metacal.render import measure, metacal_images
 
@@ -152,13 +165,10 @@ def _render_check(ctx: Context, framework: str):
     scale = np.abs(cpu_mc["images"]["noshear"]).max(axis=(-2, -1), keepdims=True)
     scale = np.where(scale > 0, scale, 1.0)
     dimg = max(float(np.max(np.abs(to_numpy(dev_mc["images"][t]) - cpu_mc["images"][t]) / scale)) for t in TYPES)
-    de = max(float(np.nanmax(np.abs(to_numpy(dev[f"{t}_e{i}"]) - cpu[f"{t}_e{i}"]))) for t in TYPES for i in (1, 2))
-    secs = _median_time(lambda: draw_and_measure(img, psf))
-    peak, _ = measure_peak(lambda: draw_and_measure(img, psf), framework, ctx.device)
+    de = _max_de(dev, cpu)
     status = "ok" if de <= E_TOL and dimg <= IMAGE_RTOL else "FAIL"
     return status, (f"images max |diff| / peak {dimg:.1e} (limit {IMAGE_RTOL:g}), max |de| {de:.1e} "
-                    f"(limit {E_TOL:g}), {ctx.n} r-band stamps"), dict(
-        time_per_5000_s=ctx.per5000(secs, ctx.n), peak_memory_bytes=peak)
+                    f"(limit {E_TOL:g}), {ctx.n} r-band stamps"), _cost(ctx, lambda: draw_and_measure(img, psf), framework)
 
 
 def check_render_cupy(ctx: Context):

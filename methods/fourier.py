@@ -24,6 +24,8 @@ class FourierDeconvolution(Method):
     devices = ("cpu",)
     produces_image = False
     description = "exact Fourier division (metacal reference; inverse filter as an image)"
+    #: stamps transformed at a time (memory about 1 MiB per stamp at n = 48)
+    chunk_stamps = 512
 
     def __init__(self, floor: float = 1e-3):
         if not (np.isfinite(floor) and 0 < floor < 1):
@@ -44,9 +46,6 @@ class FourierDeconvolution(Method):
             sl = slice(lo, lo + self.chunk_stamps)
             out[sl] = self._inverse_filter(flat_image[sl], flat_psf[sl], n, m)
         return out.reshape(image.shape)
-
-    #: stamps transformed at a time (memory about 1 MiB per stamp at n = 48)
-    chunk_stamps = 512
 
     def _inverse_filter(self, image, psf, n, m):
         H = centered_psf_ft(psf.astype(np.float64), m)

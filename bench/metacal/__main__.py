@@ -71,15 +71,15 @@ def main(argv=None) -> int:
         raise BenchFileError(f"--out {a.out!r} is the input file; give another path")
     # either kind of input is checked, then read and checked chunk by chunk: memory stays a chunk's
     if a.input.lower().endswith(H5_SUFFIXES):
-        reader, (n_objects, _) = None, open_h5_input(a.input)
+        reader, (n_objects, scale) = None, open_h5_input(a.input)
     else:
-        reader, n_objects, _ = open_npz_input(a.input)
+        reader, n_objects, scale = open_npz_input(a.input)
     try:
         if a.workers is not None or a.scheduler:
             return _main_distributed(a, reader, cfg, n_objects)
         if a.work_dir is not None:
             raise BenchValueError("--work-dir needs --workers or --scheduler")
-        return _main_chunked(a, cfg, n_objects, runs_method, reader)
+        return _main_chunked(a, cfg, n_objects, runs_method, reader, scale)
     finally:
         if reader is not None:
             reader.close()
@@ -99,9 +99,10 @@ def _write_output(a, out) -> None:
           f"{float(out['time_s']):.3f} s -> {a.out}")
 
 
-def _main_chunked(a, cfg, n_objects: int, runs_method: bool, reader=None) -> int:
+def _main_chunked(a, cfg, n_objects: int, runs_method: bool, reader=None, scale: float | None = None) -> int:
     """The input in one process, one chunk of --shard-size samples at a time (an HDF5 file, or
-    the npz *reader*); the output is written only once every chunk has been checked and measured."""
+    the npz *reader* with its pixel *scale*); the output is written only once every chunk has
+    been checked and measured."""
     from dataclasses import asdict
 
     from ..distributed import SHARD_SIZE, gather_outputs, run_arrays, run_slice, shard_bounds
@@ -113,7 +114,6 @@ def _main_chunked(a, cfg, n_objects: int, runs_method: bool, reader=None) -> int
         parts = [run_slice(a.input, start, stop, **kw) for start, stop in bounds]
     else:
         keys = [k for k in ("image", "psf", "noise_sigma", "row", "col", "noise") if k in reader]
-        scale = float(reader.whole("pixel_scale").reshape(()))
         parts = [run_arrays({k: reader.rows(k, start, stop) for k in keys}, start, stop, pixel_scale=scale, **kw)
                  for start, stop in bounds]
     _write_output(a, gather_outputs(parts))

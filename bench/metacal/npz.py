@@ -81,11 +81,10 @@ class NpzRows:
             raise BenchTypeError(f"{key} in {self.path!r} holds Python objects (dtype {dtype}): inputs are never "
                                  f"unpickled (allow_pickle=False); save plain numeric arrays")
         self.shapes[key], self.dtypes[key] = tuple(shape), dtype
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if len(shape) == 0 or nbytes < _WHOLE_BELOW or (fortran and len(shape) > 1):
+        count = int(np.prod(shape, dtype=np.int64))
+        if len(shape) == 0 or count * dtype.itemsize < _WHOLE_BELOW or (fortran and len(shape) > 1):
             # a number, a small array, or a Fortran-ordered one (its rows are not contiguous): whole
-            self._whole[key] = self._read(fp, key, int(np.prod(shape, dtype=np.int64)), dtype).reshape(
-                shape, order="F" if fortran else "C")
+            self._whole[key] = self._read(fp, key, count, dtype).reshape(shape, order="F" if fortran else "C")
             fp.close()
         else:
             self._streams[key], self._row[key] = fp, 0
