@@ -13,7 +13,7 @@ import io
 import numpy as np
 
 from .errors import BenchValueError
-from .results import M_GOAL, rows, speedups
+from .results import M_GOAL, format_speedup, rows, speedups
 
 #: the goal for image-returning methods after the shear (SNR >= 20)
 M_GOAL_PLACEMENT = 1e-2
@@ -145,6 +145,7 @@ def time_memory_figure(runs):
     colours = method_colours(runs)
     n_rows = max(len(rows(r)) for r in runs)
     fig, axes = plt.subplots(1, 2, figsize=(11, max(3.8, 0.5 + 0.3 * n_rows)))
+    labels = []
     for k, run in enumerate(runs):
         df = rows(run)
         t = df[df["time_per_5000_s"].notna() & (df["method"] != "reference-workload")]
@@ -154,7 +155,7 @@ def time_memory_figure(runs):
                      hatch=None if k == 0 else "//")
         for yi, v, speed in zip(y, t["time_per_5000_s"], speedups(t)):
             if speed:
-                axes[0].text(v, yi, f" {speed:.0f}x", va="center", fontsize=7)
+                axes[0].text(v, yi, f" {format_speedup(speed)}x", va="center", fontsize=7)
         axes[0].set_yticks(np.arange(len(t)))
         axes[0].set_yticklabels(t["method"], fontsize=7)
         both = t[t["peak_memory_bytes"].notna() & (t["peak_memory_bytes"].astype(float) > 0)]
@@ -162,9 +163,9 @@ def time_memory_figure(runs):
             mem = float(r["peak_memory_bytes"]) / 2 ** 20
             axes[1].scatter(mem, r["time_per_5000_s"], color=colours.get(r["base_method"], "0.6"),
                             marker=_kind_marker(r["method"]), s=36, edgecolors="k" if k else "none")
-            # the marker says where the row sits, so the base name suffices and the labels stay apart
-            axes[1].annotate(r["base_method"] + (f" ({run['label']})" if len(runs) > 1 else ""),
-                             (mem, r["time_per_5000_s"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
+            # the marker says where the row sits, so the base name suffices
+            labels.append((mem, float(r["time_per_5000_s"]),
+                           r["base_method"] + (f" ({run['label']})" if len(runs) > 1 else "")))
     axes[0].invert_yaxis()
     axes[0].set_xscale("log")
     axes[0].set_xlabel("time per 5000 samples (s); label: speed-up over the GalSim loop")
@@ -177,7 +178,30 @@ def time_memory_figure(runs):
     if len(runs) > 1:
         axes[0].legend(fontsize=8)
     fig.tight_layout()
+    _annotate_apart(axes[1], labels, fontsize=6)
     return fig
+
+
+def _annotate_apart(ax, labels, *, fontsize: float) -> None:
+    """Label each point (x, y, text) beside it, moving a label down, a line at a time, while it
+    would overlap one already placed: rows with nearly the same time and memory (metacal's
+    kernels, a method's placements) otherwise print on top of each other."""
+    ax.autoscale_view()
+    fig = ax.figure
+    line = fontsize * fig.dpi / 72 * 1.25                  # one line of text, in pixels
+    char = fontsize * fig.dpi / 72 * 0.55                  # a typical character's width
+    placed = []                                            # (x0, x1, y0, y1) in pixels
+    for x, y, text in sorted(labels, key=lambda v: (-v[1], v[0])):
+        px, py = ax.transData.transform((x, y))
+        x0, x1 = px + 3, px + 3 + char * len(text)
+        shift = 0.0
+        while any(x0 < b1 and b0 < x1 and (py - shift) < c1 and c0 < (py - shift) + line
+                  for b0, b1, c0, c1 in placed) and shift < 20 * line:
+            shift += line
+        placed.append((x0, x1, py - shift, py - shift + line))
+        ax.annotate(text, (x, y), fontsize=fontsize, xytext=(3, 2 - shift * 72 / fig.dpi),
+                    textcoords="offset points",
+                    arrowprops=dict(arrowstyle="-", lw=0.4, color="0.5") if shift else None)
 
 
 def plots(runs) -> dict[str, str]:

@@ -79,8 +79,8 @@ def headline(run) -> list[str]:
             if good:
                 additive.extend(_additive_bias(r))
             if known:
-                loose.extend(f"`{r['base_method']}` +-{b['m_err']:.4f} at SNR {b.get('snr_lo', '?'):g}-"
-                             f"{b.get('snr_hi', '?'):g}" for b in high if b["m_err"] > M_GOAL_PLACEMENT)
+                loose.extend(f"`{r['base_method']}` (error {b['m_err']:.4f} at SNR {b.get('snr_lo', '?'):g}-"
+                             f"{b.get('snr_hi', '?'):g})" for b in high if b["m_err"] > M_GOAL_PLACEMENT)
         out.append(f"{placement}: m within 3 sigma of 0 in every SNR bin and |m| <= 0.01 at SNR >= 20 for "
                    f"{', '.join(ok) or 'no method'}; missed by {', '.join(miss) or 'none'}.")
         if additive:
@@ -100,13 +100,13 @@ def headline(run) -> list[str]:
 
 
 def _additive_bias(r) -> list[str]:
-    """'`NAME` c1 = ... +- ...' for each component of the all-SNR additive bias beyond 3 sigma."""
+    """'`NAME` c1 = ... ± ...' for each component of the all-SNR additive bias beyond 3 sigma."""
     allb = next((b for b in r["by_snr"] if b.get("snr_bin") == "all"), {})
     out = []
     for key, label in (("c", "c1"), ("c2", "c2")):
         c, err = allb.get(key), allb.get(key + "_err")
         if c is not None and err is not None and abs(c) > 3 * err:
-            out.append(f"`{r['base_method']}` {label} = {c:+.4f} +- {err:.4f}")
+            out.append(f"`{r['base_method']}` {label} = {c:+.4f} ± {err:.4f}")
     return out
 
 

@@ -103,3 +103,9 @@ def speedups(df) -> list:
     loop = galsim_loop_time(df)
     return [loop * nb / v if (loop and v and m not in NOT_METACAL) else None
             for m, v, nb in zip(df["method"], df["time_per_5000_s"], df["n_bands"])]
+
+
+def format_speedup(v: float) -> str:
+    """A speed-up as a reader compares it: whole numbers from 10 up, two significant figures
+    below, so that a row slower than the GalSim loop reads 0.74, not 1."""
+    return f"{v:.0f}" if v >= 9.95 else f"{v:.2g}"

@@ -19,9 +19,9 @@ import html
 
 import numpy as np
 
-from .results import speedups
+from .results import format_speedup, speedups
 
-FORMATS = {"time_per_5000_s": ".3g", "warmup_s": ".2g", "compile_s": ".2g", "speedup_vs_galsim_loop": ".0f",
+FORMATS = {"time_per_5000_s": ".3g", "warmup_s": ".2g", "compile_s": ".2g", "speedup_vs_galsim_loop": "speedup",
            "peak_memory_mib": ".0f", "psnr_db": ".2f", "ssim": ".3f", "n": "d", "quads_dropped": "d",
            "m": "+.4f", "m_err": ".4f", "c": "+.5f", "c_err": ".5f", "n_samples": "d", "n_bands": "d",
            "time_ratio": ".2f", "psnr_change_db": "+.2f", "abs_m_change_sigma": "+.1f"}
@@ -48,7 +48,7 @@ GROUPS = (
 def _fmt(v, spec):
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "-"
-    return format(v, spec)
+    return format_speedup(v) if spec == "speedup" else format(v, spec)
 
 
 def summary_table(df):

@@ -227,6 +227,15 @@ def test_speedups_count_every_band_and_per_bin_table():
     assert list(t[t["method"] == "wiener-fftw"]["snr"]) == ["10-40", "all"]
 
 
+@pytest.mark.parametrize("value,text", [(0.742, "0.74"), (1.29, "1.3"), (9.96, "10"), (82.4, "82"), (828.2, "828")])
+def test_speedup_display_keeps_a_slower_row_below_one(value, text):
+    """A row slower than the GalSim loop must not read as '1' (the whole-number format did)."""
+    import pandas as pd
+
+    from bench.tables import display
+    assert display(pd.DataFrame({"speedup_vs_galsim_loop": [value]})).iloc[0, 0] == text
+
+
 @pytest.mark.parametrize("module", ["bench.report", "bench.compare"])
 @pytest.mark.parametrize("data,words", [
     ({"benchmarks": [{"name": "test_sort", "stats": {"median": 0.1}}]}, "holds no deconvbench benchmarks"),
@@ -266,7 +275,7 @@ def test_headline_is_generated_from_the_data():
             b["extra_info"]["by_snr"][-1].update(c=0.01, c_err=1e-3)
     lines = headline(d)
     assert "for `fourier`" in lines[1]
-    assert "additive bias more than 3 sigma from 0 (all SNR): `fourier` c1 = +0.0100 +- 0.0010" in lines[2], lines
+    assert "additive bias more than 3 sigma from 0 (all SNR): `fourier` c1 = +0.0100 ± 0.0010" in lines[2], lines
 
 
 def test_headline_says_where_the_error_on_m_exceeds_the_goal():
@@ -283,7 +292,7 @@ def test_headline_says_where_the_error_on_m_exceeds_the_goal():
     lines = headline(d)
     assert "for `dwdn`, `wiener-fftw`; missed by none" in lines[1], lines
     loose = [ln for ln in lines if "exceeds the 0.01 goal" in ln]
-    assert len(loose) == 1 and "`wiener-fftw` +-0.0150 at SNR 20-40" in loose[0] and "dwdn" not in loose[0], lines
+    assert len(loose) == 1 and "`wiener-fftw` (error 0.0150 at SNR 20-40)" in loose[0] and "dwdn" not in loose[0], lines
 
 
 def test_a_run_of_metacal_rows_only_has_no_empty_quality_plot():
