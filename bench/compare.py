@@ -15,6 +15,8 @@ and metric, when
   median of three kinds follows the two that agree. The probes are listed, not judged;
 * PSNR (all SNR) dropped by more than ``--psnr-drop`` (0.5 dB);
 * |m| (all SNR) grew by more than ``--m-sigma`` (3) combined standard errors;
+* |c1| or |c2| (all SNR) grew by more than ``--c-sigma`` (3) combined standard errors: an
+  additive bias is not removed by metacal's response, so it is judged like m;
 * more objects came back with a non-finite image (``n_images_failed``): PSNR and SSIM
   leave them out, so a method must not score better by failing on the hard ones.
 
@@ -63,8 +65,12 @@ def machine_factor(b, c) -> tuple[float, list[str]]:
     return math.exp(statistics.median(kind_logs)), used
 
 
+#: (column, its error, how the failure names it) of the shear-bias figures the gate judges
+BIASES = (("m", "m_err", "|m|"), ("c", "c_err", "|c1|"), ("c2", "c2_err", "|c2|"))
+
+
 def compare(baseline: dict, current: dict, *, time_threshold: float = 0.25, psnr_drop: float = 0.5,
-            m_sigma: float = 3.0, allow_missing: bool = False):
+            m_sigma: float = 3.0, c_sigma: float = 3.0, allow_missing: bool = False):
     """(table, failures): a pandas table per method and a list of failure messages."""
     import pandas as pd
 
@@ -90,11 +96,11 @@ def compare(baseline: dict, current: dict, *, time_threshold: float = 0.25, psnr
             continue
         x, y = b.loc[method], c.loc[method]
         row = {"method": method, "status": "ok"}
-        for name in ("time_per_5000_s", "psnr_db", "m", "m_err"):
+        for name in ("time_per_5000_s", "psnr_db", "m", "m_err", "c", "c_err", "c2", "c2_err"):
             good_before, now = _num(x[name]), y[name]
             if name == "time_per_5000_s":
                 good_before = good_before and x[name] > 0
-            bad_now = not _num(now) or (name == "time_per_5000_s" and now <= 0) or (name == "m_err" and now < 0)
+            bad_now = not _num(now) or (name == "time_per_5000_s" and now <= 0) or (name.endswith("_err") and now < 0)
             if good_before and bad_now:
                 failures.append(f"{method}: {name} was {x[name]:.4g}, now {now!r}")
         if _num(x.time_per_5000_s) and _num(y.time_per_5000_s):
@@ -107,12 +113,16 @@ def compare(baseline: dict, current: dict, *, time_threshold: float = 0.25, psnr
             row["psnr_change_db"] = y.psnr_db - x.psnr_db
             if x.psnr_db - y.psnr_db > psnr_drop:
                 failures.append(f"{method}: PSNR {x.psnr_db:.2f} -> {y.psnr_db:.2f} dB (limit -{psnr_drop} dB)")
-        if all(_num(v) for v in (x.m, x.m_err, y.m, y.m_err)):
-            sigma = math.hypot(x.m_err, y.m_err)
-            row["abs_m_change_sigma"] = (abs(y.m) - abs(x.m)) / sigma if sigma > 0 else 0.0
-            if abs(y.m) - abs(x.m) > m_sigma * sigma:
-                failures.append(f"{method}: |m| {abs(x.m):.4f} -> {abs(y.m):.4f} "
-                                f"(+{row['abs_m_change_sigma']:.1f} sigma; limit {m_sigma} sigma)")
+        for name, err, label in BIASES:
+            if not all(_num(v) for v in (x[name], x[err], y[name], y[err])):
+                continue
+            limit = m_sigma if name == "m" else c_sigma
+            sigma = math.hypot(x[err], y[err])
+            change = (abs(y[name]) - abs(x[name])) / sigma if sigma > 0 else 0.0
+            row[f"abs_{name}_change_sigma"] = change
+            if abs(y[name]) - abs(x[name]) > limit * sigma:
+                failures.append(f"{method}: {label} {abs(x[name]):.4f} -> {abs(y[name]):.4f} "
+                                f"(+{change:.1f} sigma; limit {limit} sigma)")
         before, now = x.get("n_images_failed"), y.get("n_images_failed")
         if _num(before) and _num(now) and now > before:
             failures.append(f"{method}: objects with a non-finite output {int(before)} -> {int(now)}")
@@ -138,15 +148,17 @@ def main(argv=None) -> int:
     p.add_argument("--time-threshold", type=float, default=0.25, help="allowed slow-down, fraction [0.25]")
     p.add_argument("--psnr-drop", type=float, default=0.5, help="allowed PSNR drop, dB [0.5]")
     p.add_argument("--m-sigma", type=float, default=3.0, help="allowed growth of |m|, in sigma [3]")
+    p.add_argument("--c-sigma", type=float, default=3.0, help="allowed growth of |c1| and |c2|, in sigma [3]")
     p.add_argument("--allow-missing", action="store_true",
                    help="do not fail when a baseline method is missing from the current run")
     a = p.parse_args(argv)
-    for name in ("time_threshold", "psnr_drop", "m_sigma"):
+    for name in ("time_threshold", "psnr_drop", "m_sigma", "c_sigma"):
         v = getattr(a, name)
         if not (math.isfinite(v) and v > 0):
             raise BenchValueError(f"--{name.replace('_', '-')} must be a positive number, got {v!r}")
     table, failures = compare(load_run(a.baseline), load_run(a.current), time_threshold=a.time_threshold,
-                              psnr_drop=a.psnr_drop, m_sigma=a.m_sigma, allow_missing=a.allow_missing)
+                              psnr_drop=a.psnr_drop, m_sigma=a.m_sigma, c_sigma=a.c_sigma,
+                              allow_missing=a.allow_missing)
     print(markdown_table(table))
     print(f"\ntimes divided by the machine factor {table.attrs['machine_factor']:.2f} (the median over probe "
           f"kinds of their current/baseline time ratios: {', '.join(table.attrs['probes'])}; their rows above)")

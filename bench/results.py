@@ -81,6 +81,7 @@ def rows(run: dict):
             "warmup_s": e.get("warmup_s"), "compile_s": e.get("compile_s"),
             "psnr_db": total.get("psnr_db"), "ssim": total.get("ssim"),
             "m": total.get("m"), "m_err": total.get("m_err"), "c": total.get("c"), "c_err": total.get("c_err"),
+            "c2": total.get("c2"), "c2_err": total.get("c2_err"),
             "n_images_failed": total.get("n_images_failed"),
             "by_snr": e.get("by_snr") or [],
         })

@@ -24,7 +24,8 @@ from .results import format_speedup, speedups
 FORMATS = {"time_per_5000_s": ".3g", "warmup_s": ".2g", "compile_s": ".2g", "speedup_vs_galsim_loop": "speedup",
            "peak_memory_mib": ".0f", "psnr_db": ".2f", "ssim": ".3f", "n": "d", "quads_dropped": "d",
            "m": "+.4f", "m_err": ".4f", "c": "+.5f", "c_err": ".5f", "n_samples": "d", "n_bands": "d",
-           "time_ratio": ".2f", "psnr_change_db": "+.2f", "abs_m_change_sigma": "+.1f"}
+           "time_ratio": ".2f", "psnr_change_db": "+.2f", "abs_m_change_sigma": "+.1f",
+           "abs_c_change_sigma": "+.1f", "abs_c2_change_sigma": "+.1f"}
 
 HEADERS = {"time_per_5000_s": "time / 5000 (s)", "speedup_vs_galsim_loop": "speed-up vs GalSim loop",
            "warmup_s": "warm-up (s)", "compile_s": "compile (s)", "peak_memory_mib": "peak memory (MiB)",

@@ -324,7 +324,7 @@ def test_gate_and_report_refuse_bad_json(tmp_path, capsys, module, name, text, w
 
 @pytest.mark.parametrize("opt,value", [("--time-threshold", "0"), ("--time-threshold", "-1"),
                                        ("--time-threshold", "nan"), ("--psnr-drop", "-0.5"),
-                                       ("--m-sigma", "0"), ("--m-sigma", "inf")])
+                                       ("--m-sigma", "0"), ("--m-sigma", "inf"), ("--c-sigma", "-3")])
 def test_gate_bad_thresholds(tmp_path, capsys, opt, value):
     good = tmp_path / "good.json"
     good.write_text(json.dumps(_run_json()))

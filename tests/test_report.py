@@ -11,9 +11,9 @@ from conftest import run_module
 
 def _row(method, time, psnr=None, m=None, m_err=None):
     by = [{"snr_bin": 0, "snr_lo": 10, "snr_hi": 40, "n": 8, "psnr_db": psnr, "ssim": 0.8 if psnr else None,
-           "m": m, "m_err": m_err, "c": 0.0, "c_err": 1e-3},
+           "m": m, "m_err": m_err, "c": 0.0, "c_err": 1e-3, "c2": 0.0, "c2_err": 1e-3},
           {"snr_bin": "all", "snr_lo": 10, "snr_hi": 40, "n": 8, "psnr_db": psnr, "ssim": 0.8 if psnr else None,
-           "m": m, "m_err": m_err, "c": 0.0, "c_err": 1e-3}]
+           "m": m, "m_err": m_err, "c": 0.0, "c_err": 1e-3, "c2": 0.0, "c2_err": 1e-3}]
     return {"name": f"test[{method}]", "stats": {"median": time},
             "extra_info": {"method": method, "framework": "numpy", "device": "cpu", "n_samples": 5000,
                            "time_per_5000_s": time, "peak_memory_bytes": 2 ** 20, "by_snr": by}}
@@ -100,7 +100,9 @@ def test_gate_is_not_fooled_by_one_outlying_probe(tmp_path):
 @pytest.mark.parametrize("data,words", [
     (_scaled(1.4), "time per 5000"),
     (_scaled(1.0, **{"wiener-fftw": {"psnr_db": 30.2}}), "PSNR"),
-    (_scaled(1.0, **{"fourier+metacal": {"m": 0.02}}), "|m|"),
+    (_scaled(1.0, **{"fourier+metacal": {"m": 0.02}}), "fourier+metacal: |m| 0.0010 -> 0.0200"),
+    (_scaled(1.0, **{"wiener-fftw": {"c": -0.005}}), "wiener-fftw: |c1| 0.0000 -> 0.0050"),
+    (_scaled(1.0, **{"wiener-fftw": {"c2": 0.005, "c2_err": 1e-3}}), "wiener-fftw: |c2| 0.0000 -> 0.0050"),
 ])
 def test_gate_fails_naming_method_and_metric(tmp_path, data, words):
     r = run_module("bench.compare", _write(tmp_path, "b.json", BASE), _write(tmp_path, "c.json", data))
@@ -125,6 +127,7 @@ def _broken(method, field, value):
     ("fourier+metacal", "m", float("nan")), ("fourier+metacal", "m", None),
     ("fourier+metacal", "m_err", float("inf")), ("wiener-fftw", "time_per_5000_s", None),
     ("wiener-fftw", "time_per_5000_s", -1.0), ("wiener-fftw", "psnr_db", float("nan")),
+    ("wiener-fftw", "c2", None), ("wiener-fftw", "c_err", float("nan")),
 ])
 def test_gate_fails_when_a_number_stops_being_one(tmp_path, method, field, value):
     r = run_module("bench.compare", _write(tmp_path, "b.json", BASE),
@@ -161,6 +164,18 @@ def test_gate_threshold_is_configurable(tmp_path):
     r = run_module("bench.compare", _write(tmp_path, "b.json", BASE), _write(tmp_path, "c.json", _scaled(1.4)),
                    "--time-threshold", "0.5")
     assert r.returncode == 0
+
+
+def test_gate_judges_additive_bias_against_its_errors(tmp_path):
+    """c1 grown by 2.8 combined sigma passes, by 3.5 fails; --c-sigma moves the limit."""
+    base = _write(tmp_path, "b.json", BASE)
+    sigma = 2 ** 0.5 * 1e-3
+    for grown, rc in ((2.8, 0), (3.5, 1)):
+        cur = _write(tmp_path, "c.json", _scaled(1.0, **{"wiener-fftw": {"c": grown * sigma}}))
+        r = run_module("bench.compare", base, cur)
+        assert r.returncode == rc, r.stdout
+    assert "wiener-fftw: |c1| 0.0000 -> 0.0049 (+3.5 sigma; limit 3.0 sigma)" in r.stdout
+    assert run_module("bench.compare", base, cur, "--c-sigma", "4").returncode == 0
 
 
 def test_bad_files_exit_2(tmp_path):
