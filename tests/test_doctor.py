@@ -26,6 +26,19 @@ def test_checks_run_with_the_cpu_standing_in(tmp_path):
     assert rows["metacal images (shear, then deconvolve) on torch"]["status"] == "ok"
     assert rows["metacal on CuPy"]["status"] == "skip" and "GPU" in rows["metacal on CuPy"]["detail"]
     assert all(row["status"] != "FAIL" for row in rows.values()), rows
+    # the speed goals are the GPU's: shown with the CPU standing in, never judged there
+    assert rows["metacal on torch"]["goal_s"] == 0.02 and rows["metacal on torch"]["goal"] is None
+    assert "<= 0.02 " in r.stdout
+
+
+def test_table_says_whether_a_speed_goal_was_met():
+    from bench.doctor import table
+    base = {"status": "ok", "detail": "", "peak_memory_mib": 10.0}
+    out = table([dict(base, check="metacal on CuPy", time_per_5000_s=0.012, goal_s=0.02, goal="met"),
+                 dict(base, check="wiener-cupy", time_per_5000_s=0.031, goal_s=0.01, goal="missed"),
+                 dict(base, check="dwdn", time_per_5000_s=1.5, goal_s=None, goal=None)]).splitlines()
+    assert "goal (H100)" in out[0]
+    assert "<= 0.02: met" in out[2] and "<= 0.01: missed" in out[3] and " - " in out[4]
 
 
 def test_bad_n_exits_2():
