@@ -51,7 +51,7 @@ def _median_time(fn, rounds: int = 3) -> float:
     times = []
     for _ in range(rounds):
         t0 = time.perf_counter()
-        fn()                                # every check returns host arrays: synchronised
+        fn()                                # each check's fn waits for the device before returning
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
 
@@ -210,13 +210,16 @@ def _method_check(ctx: Context, gpu_name: str, cpu_name: str, rtol: float, count
     ref = deconvolve_numpy(get_method(cpu_name, device="cpu"), img, psf, sig, device="cpu")
     scale = np.abs(ref).max(axis=(-2, -1), keepdims=True)
     err = float(np.max(np.abs(out - ref) / scale))
-    secs = _median_time(lambda: deconvolve_numpy(gpu, img, psf, sig, device=device))
-    from .arrays import method_inputs
+    from .arrays import method_inputs, synchronize
+    # the inputs on the device first and no copy back: the time is the method's, not the bus's
     args = method_inputs([img, psf, sig], cls.framework, device)
+    secs = _median_time(lambda: synchronize(gpu.deconvolve(*args)))
     peak, _ = measure_peak(lambda: gpu.deconvolve(*args), cls.framework, device)
     status = "ok" if err <= rtol else "FAIL"
-    return status, f"max |diff| / peak {err:.1e} (limit {rtol:g}) against {cpu_name} on the CPU, {k} samples", dict(
-        time_per_5000_s=ctx.per5000(secs, k), peak_memory_bytes=peak)
+    bands = img.shape[1]
+    return status, (f"max |diff| / peak {err:.1e} (limit {rtol:g}) against {cpu_name} on the CPU, {k} samples "
+                    f"x {bands} bands"), dict(time_per_5000_s=ctx.per5000(secs, k), peak_memory_bytes=peak,
+                                              stamps_per_sample=bands)
 
 
 def check_wiener_cupy(ctx: Context):
@@ -302,7 +305,9 @@ def run_checks(dataset: str = "ci", n: int = 5000, device: str = "cuda") -> list
             # a goal is the GPU's: with the CPU standing in it is shown, not judged
             if device == "cuda" and row["goal_s"] is not None and row["time_per_5000_s"] is not None \
                     and row["status"] == "ok":
-                row["goal"] = "met" if extra["time_per_5000_s"] <= row["goal_s"] else "missed"
+                # the goals are per 5000 single-band stamps; a method's check runs every band
+                row["bands"] = extra.get("stamps_per_sample", 1)
+                row["goal"] = "met" if extra["time_per_5000_s"] / row["bands"] <= row["goal_s"] else "missed"
         except Skip as why:
             row.update(status="skip", detail=str(why))
         except Exception as err:         # a broken path is the finding: report it and go on
@@ -314,7 +319,8 @@ def run_checks(dataset: str = "ci", n: int = 5000, device: str = "cuda") -> list
 def _goal_cell(r: dict) -> str:
     if r.get("goal_s") is None:
         return "-"
-    return f"<= {r['goal_s']:g}" + (f": {r['goal']}" if r.get("goal") else "")
+    per = " per band" if r.get("bands", 1) > 1 else ""       # the time column is per 5000 samples of every band
+    return f"<= {r['goal_s']:g}{per}" + (f": {r['goal']}" if r.get("goal") else "")
 
 
 def table(rows: list[dict]) -> str:

@@ -20,7 +20,9 @@ chunks, accumulated per SNR bin: PSNR and SSIM against the truth (null for ``fou
 which has no image of its own) and m, c from metacal with bands averaged. Each method
 runs on its best device (``cuda`` when it and the GPU are available). Methods that
 cannot run here are skipped with the reason; times are medians over rounds after a
-warm-up call, synchronised with the device (results are copied to the host).
+warm-up call, synchronised with the device (:func:`bench.arrays.synchronize`: a method's
+time ends when the device has finished, without copying its images to the host; metacal
+returns its per-object results on the host).
 
 Every row uses metacal's noise correction (ngmix's ``fixnoise``, :mod:`bench.metacal.noise`):
 a method that returns images also deconvolves the 90-degree-rotated noise field, exactly
@@ -34,7 +36,7 @@ import time
 import numpy as np
 import pytest
 
-from bench.arrays import method_inputs, to_numpy
+from bench.arrays import method_inputs, synchronize, to_numpy
 from bench.distributed import SHARD_SIZE, shard_bounds
 from bench.memory import measure_peak
 from bench.metacal import MetacalConfig, metacal
@@ -229,7 +231,7 @@ def test_method(benchmark, dataset, dask_client, name):
     img, psf, sig = _inputs(dataset, cls.framework, device, slice(0, n))
 
     def run():
-        return to_numpy(method.deconvolve(img, psf, sig))   # the copy to the host synchronises
+        return synchronize(method.deconvolve(img, psf, sig))   # waits for the device, copies nothing
 
     info["warmup_s"], info["compile_s"] = _warm_up(run, method)
     benchmark.pedantic(run, rounds=1 if info["warmup_s"] > 3 else 3, iterations=1)
