@@ -2,7 +2,7 @@
 
 On a machine with an NVIDIA GPU it exercises every GPU path of the harness and compares each
 with the CPU on the same stamps, then prints one table (check, status, detail, GPU time per
-5000, the speed goal where issue 19 set one, met or missed, and peak GPU memory) and exits 1 if
+5000, the project's speed goal for an H100 where it sets one, met or missed, and peak GPU memory) and exits 1 if
 any check failed (a missed speed goal is reported, not failed):
 
 * the dataset loaded once onto the GPU (CuPy), and the DLPack hand-over to torch and JAX
@@ -33,7 +33,7 @@ from .cli import make_parser, run_cli
 from .devices import cuda_unavailable_reason, module_missing
 from .errors import BenchValueError
 
-#: speed goals (s per 5000 single-band stamps) of issue 19, set for an H100: shown beside the
+#: the project's speed goals for an H100 (s per 5000 single-band stamps): shown beside the
 #: measured time, never a failure (the checks fail on wrong results only)
 GOALS_S = {"metacal on CuPy": 0.020, "metacal on torch": 0.020, "wiener-cupy": 0.010}
 
