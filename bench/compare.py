@@ -96,7 +96,7 @@ def compare(baseline: dict, current: dict, *, time_threshold: float = 0.25, psnr
             continue
         x, y = b.loc[method], c.loc[method]
         row = {"method": method, "status": "ok"}
-        for name in ("time_per_5000_s", "psnr_db", "m", "m_err", "c", "c_err", "c2", "c2_err"):
+        for name in ("time_per_5000_s", "psnr_db", *(k for bias in BIASES for k in bias[:2])):
             good_before, now = _num(x[name]), y[name]
             if name == "time_per_5000_s":
                 good_before = good_before and x[name] > 0

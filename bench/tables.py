@@ -21,7 +21,7 @@ import numpy as np
 
 from .results import format_speedup, speedups
 
-FORMATS = {"time_per_5000_s": ".3g", "warmup_s": ".2g", "compile_s": ".2g", "speedup_vs_galsim_loop": "speedup",
+FORMATS = {"time_per_5000_s": ".3g", "warmup_s": ".2g", "compile_s": ".2g", "speedup_vs_galsim_loop": format_speedup,
            "peak_memory_mib": ".0f", "psnr_db": ".2f", "ssim": ".3f", "n": "d", "quads_dropped": "d",
            "m": "+.4f", "m_err": ".4f", "c": "+.5f", "c_err": ".5f", "n_samples": "d", "n_bands": "d",
            "time_ratio": ".2f", "psnr_change_db": "+.2f", "abs_m_change_sigma": "+.1f",
@@ -49,7 +49,7 @@ GROUPS = (
 def _fmt(v, spec):
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "-"
-    return format_speedup(v) if spec == "speedup" else format(v, spec)
+    return spec(v) if callable(spec) else format(v, spec)
 
 
 def summary_table(df):
