@@ -15,7 +15,7 @@ import numpy as np
 from ..cli import make_parser, run_cli
 from ..errors import BenchFileError, BenchValueError, unknown_name
 from .config import KERNELS, MetacalConfig
-from .validate import H5_SUFFIXES, open_h5_input, open_npz_input
+from .validate import H5_SUFFIXES, PER_OBJECT_KEYS, open_h5_input, open_npz_input
 
 
 def parser():
@@ -113,7 +113,7 @@ def _main_chunked(a, cfg, n_objects: int, runs_method: bool, reader=None, scale:
     if reader is None:
         parts = [run_slice(a.input, start, stop, **kw) for start, stop in bounds]
     else:
-        keys = [k for k in ("image", "psf", "noise_sigma", "row", "col", "noise") if k in reader]
+        keys = [k for k in PER_OBJECT_KEYS if k in reader]
         parts = [run_arrays({k: reader.rows(k, start, stop) for k in keys}, start, stop, pixel_scale=scale, **kw)
                  for start, stop in bounds]
     _write_output(a, gather_outputs(parts))
@@ -154,7 +154,7 @@ def _main_distributed(a, reader, cfg, n_objects: int) -> int:
     if reader is not None and not (source.exists() and ours):
         stamp.unlink(missing_ok=True)
         tmp = work / f"input.h5.tmp{os.getpid()}"
-        write_h5(tmp, reader, keys=("image", "psf", "noise_sigma", "row", "col", "pixel_scale", "noise"))
+        write_h5(tmp, reader, keys=PER_OBJECT_KEYS + ("pixel_scale",))
         os.replace(tmp, source)
         stamp.write_text(input_id)
     kwargs = {k: v for k, v in asdict(cfg).items() if k != "chunk"}

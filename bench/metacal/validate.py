@@ -140,6 +140,9 @@ def flag_inputs(xp, img, ps, dec=None, nse=None):
 # --------------------------------------------------------------------------- input files
 INPUT_KEYS = ("image", "psf", "noise_sigma", "pixel_scale")
 
+#: the arrays of an input file with one entry per object (the required ones and the optional)
+PER_OBJECT_KEYS = ("image", "psf", "noise_sigma", "row", "col", "noise")
+
 
 H5_SUFFIXES = (".h5", ".hdf5")
 
@@ -167,7 +170,7 @@ def open_h5_input(path: str) -> tuple[int, float]:
             if key not in f or not isinstance(f[key], h5py.Dataset):
                 raise BenchKeyError(f"{path!r} has no dataset {key!r} (needs {', '.join(INPUT_KEYS[:3])}, "
                                     f"and a pixel_scale attribute)")
-        shapes = {k: f[k].shape for k in ("image", "psf", "noise_sigma", "row", "col", "noise") if k in f}
+        shapes = {k: f[k].shape for k in PER_OBJECT_KEYS if k in f}
         dtypes = {k: f[k].dtype for k in shapes}
         scale = f.attrs.get("pixel_scale")
         if scale is None and "spec" in f.attrs:
@@ -190,7 +193,7 @@ def open_npz_input(path: str):
         for key in INPUT_KEYS:
             if key not in reader:
                 raise BenchKeyError(f"{path!r} has no key {key!r} (needs {', '.join(INPUT_KEYS)})")
-        shapes = {k: reader.shapes[k] for k in ("image", "psf", "noise_sigma", "row", "col", "noise") if k in reader}
+        shapes = {k: reader.shapes[k] for k in PER_OBJECT_KEYS if k in reader}
         dtypes = {k: reader.dtypes[k] for k in shapes}
         scale = reader.whole("pixel_scale")
         n_objects = check_layout(shapes, dtypes, scale)        # a bad scale is named here
@@ -203,7 +206,7 @@ def open_npz_input(path: str):
 def check_layout(shapes: dict, dtypes: dict, scale) -> int:
     """Check an input file's shapes and dtypes (and its pixel scale) before its values are read;
     returns the number of objects."""
-    for k in ("image", "psf", "noise_sigma", "row", "col", "noise"):
+    for k in PER_OBJECT_KEYS:
         if k in shapes and not _real(dtypes[k]):
             raise BenchTypeError(f"{k} must hold real numbers, got dtype {dtypes[k]}")
     N = shapes["image"][0] if shapes["image"] else 0
