@@ -1,7 +1,8 @@
 """Fixtures and JSON additions of the benchmark suite (``pytest bench/ --benchmark-json=FILE``).
 
 The dataset (``--dataset``, default ``default``; up to ``paper``) is loaded once per session.
-The JSON gains ``deconvbench``: the dataset, library versions, the GPU if any, every
+The JSON gains ``deconvbench``: the dataset (the ``--dataset`` option, the spec's name and its
+cache key, which the regression gate compares), library versions, the GPU if any, every
 skipped benchmark with its reason (the report lists them), whether the stamps were streamed
 from the cache (``--stream``) and the session's peak resident memory (``peak_rss_bytes``).
 """
@@ -47,7 +48,8 @@ def dataset(request):
     from bench.dataset import load_dataset
     stream = {"auto": "auto", "on": True, "off": False}[request.config.getoption("--stream")]
     ds = load_dataset(request.config.getoption("--dataset"), progress=False, stream=stream)
-    _SESSION["streamed"] = ds.streamed
+    from bench.dataset import cache_key
+    _SESSION.update(streamed=ds.streamed, dataset_name=ds.spec.name, dataset_key=cache_key(ds.spec))
     yield ds
     ds.close()
 
@@ -89,6 +91,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         "dataset": config.getoption("--dataset"), "scheduler": config.getoption("--scheduler"),
         "dask_workers": config.getoption("--dask-workers"), "versions": _versions(), "gpu": gpu,
         "gpu_unavailable_reason": cuda_unavailable_reason() or None, "skipped": list(_SKIPPED),
+        "dataset_name": _SESSION.get("dataset_name"), "dataset_key": _SESSION.get("dataset_key"),
         "streamed": _SESSION.get("streamed"), "peak_rss_bytes": process_peak_rss(),
     }
     from bench import gallery

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from .errors import BenchFileError, BenchValueError
+from .schema import BIN_NUMBERS, BIN_SERIES
 
 M_GOAL = 2e-3
 NOT_METACAL = ("reference-workload", "simulation", "wiener-fftw[pyfftw-vs-scipy]")   # no GalSim-loop speed-up
@@ -32,8 +33,6 @@ def load_run(path: str) -> dict:
 
 
 _NUMBERS = ("time_per_5000_s", "peak_memory_bytes", "warmup_s", "compile_s", "n_samples", "n_bands")
-_BIN_NUMBERS = ("snr_lo", "snr_hi", "n", "psnr_db", "ssim", "m", "m_err", "c", "c_err", "n_images_failed",
-                "psnr_p16", "psnr_p84", "ssim_p16", "ssim_p84")
 
 
 def _check_schema(data: dict, path) -> None:
@@ -57,12 +56,31 @@ def _check_schema(data: dict, path) -> None:
         if by is not None and not (isinstance(by, list) and all(isinstance(r, dict) for r in by)):
             raise BenchValueError(f"{where}: by_snr must be a list of objects, got {type(by).__name__}")
         for r in by or []:
-            for k in _BIN_NUMBERS:
+            for k in BIN_NUMBERS:
                 if not number(r.get(k)):
                     raise BenchValueError(f"{where}: by_snr {k} must be a number or null, got {r.get(k)!r}")
+            for k in BIN_SERIES:
+                v = r.get(k)
+                if v is not None and not (isinstance(v, list) and all(number(x) for x in v)):
+                    raise BenchValueError(f"{where}: by_snr {k} must be a list of numbers or null, "
+                                          f"got {str(v)[:60]!r}")
     if not ours:
         raise BenchValueError(f"{path!r} holds no deconvbench benchmarks (no extra_info.method): "
                               f"write it with pytest bench/ --benchmark-json")
+
+
+def dataset_identity(run: dict) -> tuple[str | None, str | None]:
+    """(spec name, cache key) of the dataset a run measured; None where the file does not say.
+
+    Files written before the key was recorded give the spec name from their rows (or the
+    ``--dataset`` option) and no key.
+    """
+    info = run.get("deconvbench") or {}
+    name, key = info.get("dataset_name"), info.get("dataset_key")
+    if name is None:
+        names = {b.get("extra_info", {}).get("dataset") for b in run["benchmarks"]} - {None}
+        name = names.pop() if len(names) == 1 else info.get("dataset")
+    return (None if name is None else str(name)), (None if key is None else str(key))
 
 
 def rows(run: dict):

@@ -9,8 +9,12 @@ noise cancel in the difference of the +g and -g halves. For a set of quads
     c1     = (g1(+) + g1(-)) / 2
     c2     = <e2> / <R22>           (all four members; the true g2 is 0)
 
-with jackknife errors over groups of whole quads. A quad with any flagged member
-is dropped entirely, so the cancellation survives; the number dropped is reported.
+with jackknife errors over blocks of whole quads. The blocks are fixed by quad id
+(contiguous ranges of ids, :func:`jackknife_blocks`), not by which quads survived, so two
+runs on one dataset share their blocks and their leave-one-block-out replicates can be
+differenced pairwise (the regression gate does, :mod:`bench.compare`). A quad with any
+flagged member is dropped entirely, so the cancellation survives; the number dropped is
+reported.
 
 Multi-band metacal output (N, B) is combined into one shear with
 :func:`combine_bands`: e and R averaged over bands with equal (or given) weights,
@@ -71,9 +75,24 @@ def combine_bands(out: dict, weights=None) -> dict:
     return res
 
 
+def jackknife_blocks(quad_id, n_quads: int, n_blocks: int) -> np.ndarray:
+    """The jackknife block of each quad: ids cut into *n_blocks* contiguous ranges of ``0..n_quads-1``.
+
+    A quad's block depends on its id alone, so two runs of one dataset (whatever they flag)
+    put a quad in the same block. Parameters: *quad_id* (Q,) ints in ``[0, n_quads)``;
+    *n_quads*, the dataset's number of quads; *n_blocks*, the number of blocks.
+    """
+    q = np.asarray(quad_id, dtype=np.int64)
+    return (q * int(n_blocks)) // max(int(n_quads), 1)
+
+
 @dataclass(frozen=True)
 class ShearBias:
-    """m, c1, c2 with jackknife errors for one set of quads."""
+    """m, c1, c2 with jackknife errors for one set of quads.
+
+    ``m_jackknife``, ``c1_jackknife``, ``c2_jackknife`` are the leave-one-block-out estimates,
+    one per block (NaN where a block holds none of these quads), for pairing two runs.
+    """
 
     m: float
     m_err: float
@@ -87,6 +106,9 @@ class ShearBias:
     R22: float
     n_quads: int
     n_dropped: int
+    m_jackknife: tuple = ()
+    c1_jackknife: tuple = ()
+    c2_jackknife: tuple = ()
 
 
 def _estimate(s: dict, g: float) -> np.ndarray:
@@ -96,8 +118,9 @@ def _estimate(s: dict, g: float) -> np.ndarray:
     return np.array([(g1p - g1m) / (2 * g) - 1, 0.5 * (g1p + g1m), s["e2"] / s["R22"], g1p, g1m])
 
 
-def bias_from_quad_sums(sums: dict, g: float, *, n_jackknife: int = 100, n_dropped: int = 0) -> ShearBias:
-    """m and c with delete-one-group jackknife errors from per-quad sums (each (Q,)).
+def bias_from_quad_sums(sums: dict, g: float, *, n_jackknife: int = 100, n_dropped: int = 0,
+                        blocks=None) -> ShearBias:
+    """m and c with delete-one-block jackknife errors from per-quad sums (each (Q,)).
 
     Parameters
     ----------
@@ -106,23 +129,44 @@ def bias_from_quad_sums(sums: dict, g: float, *, n_jackknife: int = 100, n_dropp
     g : float
         The applied shear magnitude.
     n_jackknife : int
-        Number of jackknife groups (contiguous blocks of quads). [default: 100]
+        Number of jackknife blocks. [default: 100]
     n_dropped : int
         Quads already dropped for flags, reported as is. [default: 0]
+    blocks : array_like of int, shape (Q,), optional
+        Each quad's block in ``[0, n_jackknife)`` (:func:`jackknife_blocks`); empty blocks are
+        left out of the error and give NaN replicates. [default: *n_jackknife* contiguous
+        blocks of the quads in the order given]
     """
     Q = len(sums["n"])
     if Q < 2:
         raise BenchValueError(f"need at least 2 unflagged quads for a jackknife, got {Q}")
     total = {k: float(np.sum(v)) for k, v in sums.items()}
     est = _estimate(total, g)
-    K = min(n_jackknife, Q)
-    groups = np.array_split(np.arange(Q), K)
-    jk = np.array([_estimate({k: total[k] - float(np.sum(sums[k][idx])) for k in sums}, g)
-                   for idx in groups])
-    err = np.sqrt((K - 1) / K * np.sum((jk - jk.mean(axis=0)) ** 2, axis=0))
+    K = int(n_jackknife)
+    if blocks is None:
+        K = min(K, Q)
+        blocks = np.repeat(np.arange(K), [len(a) for a in np.array_split(np.arange(Q), K)])
+    blocks = np.asarray(blocks, dtype=np.int64)
+    if blocks.shape != (Q,) or (Q and (blocks.min() < 0 or blocks.max() >= K)):
+        raise BenchValueError(f"blocks must be {Q} integers in [0, {K}), got shape {blocks.shape} "
+                              f"and range [{blocks.min() if Q else None}, {blocks.max() if Q else None}]")
+    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in sums.items()}
+    in_block = {k: np.bincount(blocks, weights=v, minlength=K) for k, v in arrays.items()}
+    used = np.bincount(blocks, minlength=K) > 0
+    jk = np.full((K, 5), np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i in np.flatnonzero(used):
+            jk[i] = _estimate({k: total[k] - in_block[k][i] for k in sums}, g)
+    k_used = int(used.sum())
+    if k_used < 2:
+        err = np.full(5, np.nan)
+    else:
+        good = jk[used]
+        err = np.sqrt((k_used - 1) / k_used * np.sum((good - good.mean(axis=0)) ** 2, axis=0))
     return ShearBias(m=est[0], m_err=err[0], c1=est[1], c1_err=err[1], c2=est[2], c2_err=err[2],
                      g1_plus=est[3], g1_minus=est[4], R11=total["R11_p"] / total["n_p"],
-                     R22=total["R22"] / total["n"], n_quads=Q, n_dropped=n_dropped)
+                     R22=total["R22"] / total["n"], n_quads=Q, n_dropped=n_dropped,
+                     m_jackknife=tuple(jk[:, 0]), c1_jackknife=tuple(jk[:, 1]), c2_jackknife=tuple(jk[:, 2]))
 
 
 class ShearBiasMetric:
@@ -133,7 +177,8 @@ class ShearBiasMetric:
     g : float
         Applied shear magnitude of the dataset (g1 = +-g).
     n_jackknife : int
-        Jackknife groups per estimate. [default: 100]
+        Jackknife blocks per estimate, fixed by quad id over all quads seen
+        (:func:`jackknife_blocks`), the same in every SNR bin. [default: 100]
     """
 
     def __init__(self, g: float, *, n_jackknife: int = 100):
@@ -183,6 +228,8 @@ class ShearBiasMetric:
 
         good = [q for q in self._quads if q not in self._bad
                 and self._quads[q]["n_p"] > 0 and self._quads[q]["n_m"] > 0]
+        # blocks by quad id over every quad seen (flagged too), so runs of one dataset share them
+        n_ids = max(self._bin, default=-1) + 1
         rows = []
         labels = sorted({self._bin[q] for q in good}) if by_bin else []
         for label in labels + ["all"]:
@@ -192,11 +239,13 @@ class ShearBiasMetric:
                 # too few quads for a jackknife: reported as NaN with the counts, so that one
                 # nearly empty bin does not fail the whole table
                 nan = float("nan")
-                rows.append({"snr_bin": label, **dict.fromkeys(ShearBias.__dataclass_fields__, nan),
+                rows.append({"snr_bin": label, **{k: () if k.endswith("_jackknife") else nan
+                                                  for k in ShearBias.__dataclass_fields__},
                              "n_quads": len(qs), "n_dropped": dropped})
                 continue
             sums = {k: np.array([self._quads[q][k] for q in qs]) for k in _SUMS}
-            b = bias_from_quad_sums(sums, self.g, n_jackknife=self.n_jackknife, n_dropped=dropped)
+            b = bias_from_quad_sums(sums, self.g, n_jackknife=self.n_jackknife, n_dropped=dropped,
+                                    blocks=jackknife_blocks(qs, n_ids, self.n_jackknife))
             rows.append({"snr_bin": label, **b.__dict__})
         return pd.DataFrame(rows).set_index("snr_bin")
 

@@ -43,6 +43,7 @@ from bench.metacal import MetacalConfig, metacal
 from bench.metacal.noise import rotate_in
 from bench.metrics import ImageQualityMetric, object_scores
 from bench.pipeline import PLACEMENTS, paired_noise, shear_then_deconvolve
+from bench.schema import snr_rows
 from bench.shear import ShearBiasMetric, combine_bands
 from methods import get_method, get_method_class, list_methods
 from methods.registry import best_device
@@ -151,30 +152,8 @@ def _by_snr(dataset, name, cls, device, method, client=None, config=CONFIG, plac
         shear.update(combine_bands(res), quad_id=dataset["quad_id"][sl],
                      shear_sign=dataset["shear_sign"][sl], snr_bin=dataset["snr_bin"][sl])
         nflag += int(np.count_nonzero(res["flags"]))
-    q = quality.compute() if quality is not None else None
-    s = shear.compute()
-    edges = dataset.spec.snr_bins
-    rows = []
-    for label in list(range(len(edges) - 1)) + ["all"]:
-        lo, hi = (edges[0], edges[-1]) if label == "all" else (edges[label], edges[label + 1])
-        row = {"snr_bin": label, "snr_lo": lo, "snr_hi": hi, "n": 0, "psnr_db": None, "ssim": None,
-               "m": None, "m_err": None, "c": None, "c_err": None, "c2": None, "c2_err": None}
-        if q is not None and label in q.index:
-            row.update(n=int(q.loc[label, "n"]), psnr_db=float(q.loc[label, "psnr_mean"]),
-                       ssim=float(q.loc[label, "ssim_mean"]), n_images_failed=int(q.loc[label, "n_failed"]))
-            for k in ("psnr_p16", "psnr_p84", "ssim_p16", "ssim_p84"):      # the spread over objects
-                v = float(q.loc[label, k])
-                row[k] = v if np.isfinite(v) else None
-        if label in s.index:
-            b = s.loc[label]
-            def num(v):        # NaN (a bin with fewer than 2 usable quads) is written as null
-                return float(v) if np.isfinite(v) else None
-
-            row.update(m=num(b.m), m_err=num(b.m_err), c=num(b.c1), c_err=num(b.c1_err),
-                       c2=num(b.c2), c2_err=num(b.c2_err), n_quads=int(b.n_quads),
-                       n_quads_dropped=int(b.n_dropped))
-            row["n"] = row["n"] or 4 * int(b.n_quads)
-        rows.append(row)
+    rows = snr_rows(dataset.spec.snr_bins, quality=quality.compute() if quality is not None else None,
+                    shear=shear.compute())
     return rows, nflag
 
 
