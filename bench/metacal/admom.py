@@ -49,7 +49,9 @@ DEFAULT_ETOL = 1.0e-5
 DEFAULT_TTOL = 1.0e-3
 
 # objects per block: bounds the (block, n, n) temporaries to a few tens of MB
-_BLOCK = 512
+_BLOCK = 4096
+# objects evaluated together, sorted by size: each chunk is cropped to its largest weight
+_CHUNK = 64
 
 
 def admom(images, weight=None, *, pixel_scale: float, row=None, col=None, guess=0.5,
@@ -189,35 +191,30 @@ def _fit(im, r0, c0, Tg, scale, maxiter, shiftmax, etol, Ttol):
         end(wuu + wvv <= LOW_DETVAL, GMIX_RANGE_ERROR, 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             idet = 1.0 / det
-        # chi^2 coefficients: inv(W) = [[Wuu, -Wuv], [-Wuv, Wvv]] / det in (v, u)
-        cvv, cuu, cuv = wuu * idet, wvv * idet, -2.0 * wuv * idet
-        I = im[act]
-        va, ua = v[act], u[act]
+            # chi^2 coefficients: inv(W) = [[Wuu, -Wuv], [-Wuv, Wvv]] / det in (v, u)
+            cvv, cuu, cuv = wuu * idet, wvv * idet, -2.0 * wuv * idet
+        live = ~stop
+        # a box around each weight holds every pixel with chi^2 < MAX_CHI2: half-widths, pixels
+        hv = np.sqrt(MAX_CHI2 * np.abs(wvv)) / scale
+        hu = np.sqrt(MAX_CHI2 * np.abs(wuu)) / scale
 
         # 1. centroid, with the weight at its current centre
-        wI = _weight(va - vc[act, None], ua - uc[act, None], cvv, cuu, cuv, I, stop)
-        rows, cols = wI.sum(axis=2), wI.sum(axis=1)
-        S = rows.sum(axis=1)
+        S, Sv, Su = _sums(im, v, u, act, live, vc[act], uc[act], cvv, cuu, cuv, hv, hu, scale, False)
         end(~(S > 0), NONPOS_FLUX)
         with np.errstate(divide="ignore", invalid="ignore"):
-            nvc = (rows * va).sum(axis=1) / S
-            nuc = (cols * ua).sum(axis=1) / S
+            nvc, nuc = Sv / S, Su / S
         live = ~stop
         vc[act[live]], uc[act[live]] = nvc[live], nuc[live]
         # the start is the Jacobian centre (v = u = 0)
         end((np.abs(nvc) > shiftmax) | (np.abs(nuc) > shiftmax), CEN_SHIFT)
 
         # 2. moments, with the weight at the new centre
-        dv, du = va - vc[act, None], ua - uc[act, None]
-        wI = _weight(dv, du, cvv, cuu, cuv, I, stop)
-        rows, cols = wI.sum(axis=2), wI.sum(axis=1)
-        S = rows.sum(axis=1)
+        live = ~stop
+        S, Svv, Suu, Suv = _sums(im, v, u, act, live, vc[act], uc[act], cvv, cuu, cuv, hv, hu, scale, True)
         end(~(S > 0), NONPOS_FLUX)
         with np.errstate(divide="ignore", invalid="ignore"):
             iS = 1.0 / S
-            Mvv = (rows * dv * dv).sum(axis=1) * iS
-            Muu = (cols * du * du).sum(axis=1) * iS
-            Muv = (np.matmul(wI, du[:, :, None])[:, :, 0] * dv).sum(axis=1) * iS
+            Mvv, Muu, Muv = Svv * iS, Suu * iS, Suv * iS
             # ngmix forms T and M1 = Muu - Mvv from its sums, then Irr, Icc from them
             T = Muu + Mvv
             M1 = Muu - Mvv
@@ -259,22 +256,59 @@ def _fit(im, r0, c0, Tg, scale, maxiter, shiftmax, etol, Ttol):
             "flags": flags, "n_iter": n_iter}
 
 
-def _weight(dv, du, cvv, cuu, cuv, I, skip):
-    """W * I for offsets dv (M, n) along rows and du (M, n) along columns; rows in *skip* get 0."""
-    keep = ~skip
-    cvv, cuu, cuv = (np.where(keep, x, 0.0) for x in (cvv, cuu, cuv))
-    chi2 = (cvv[:, None] * dv * dv)[:, :, None] + (cuu[:, None] * du * du)[:, None, :]
-    chi2 += (cuv[:, None] * dv)[:, :, None] * du[:, None, :]
-    # smoothstep window: 1 below APOD_CHI2, 0 from MAX_CHI2 on
-    s = (MAX_CHI2 - chi2) * (1.0 / (MAX_CHI2 - APOD_CHI2))
-    np.clip(s, 0.0, 1.0, out=s)
-    win = s * s * s * (10.0 + s * (-15.0 + 6.0 * s))
-    chi2 *= -0.5
-    np.exp(chi2, out=chi2)
-    chi2 *= win
-    chi2 *= I
-    chi2[skip] = 0.0
-    return chi2
+def _sums(im, v, u, act, live, vc, uc, cvv, cuu, cuv, hv, hu, scale, second):
+    """Weighted sums over the pixels of objects ``act[live]``, weight centred on (vc, uc).
+
+    Returns S = sum(W I) and either (sum(W I v), sum(W I u)) or, with *second*, the second
+    moments about the centre (sum(W I dv^2), sum(W I du^2), sum(W I dv du)); 0 for objects not
+    live. Objects go in chunks of similar size, each cropped to the box outside which the
+    weight is exactly zero, which saves most of the work on small objects.
+    """
+    K, n = act.size, im.shape[-1]
+    out = [np.zeros(K) for _ in range(4 if second else 3)]
+    idx = np.nonzero(live)[0]
+    idx = idx[np.argsort(np.maximum(hv[idx], hu[idx]), kind="stable")]
+    for a in range(0, idx.size, _CHUNK):
+        k = idx[a:a + _CHUNK]
+        o = act[k]
+        # the weight's centre in pixels (v[:, 0] is the v of row 0)
+        vpix = (vc[k] - v[o, 0]) / scale
+        upix = (uc[k] - u[o, 0]) / scale
+        r0 = max(int(np.floor((vpix - hv[k]).min())), 0)
+        r1 = min(int(np.ceil((vpix + hv[k]).max())) + 1, n)
+        c0 = max(int(np.floor((upix - hu[k]).min())), 0)
+        c1 = min(int(np.ceil((upix + hu[k]).max())) + 1, n)
+        if r1 <= r0 or c1 <= c0:
+            continue
+        dv = v[o, r0:r1] - vc[k, None]
+        du = u[o, c0:c1] - uc[k, None]
+        chi2 = (cvv[k, None] * dv * dv)[:, :, None] + (cuu[k, None] * du * du)[:, None, :]
+        chi2 += (cuv[k, None] * dv)[:, :, None] * du[:, None, :]
+        # ngmix's roll-off: 1 below APOD_CHI2, a quintic smoothstep to 0 at MAX_CHI2, 0 beyond
+        s = chi2 * (-1.0 / (MAX_CHI2 - APOD_CHI2))
+        s += MAX_CHI2 / (MAX_CHI2 - APOD_CHI2)
+        np.clip(s, 0.0, 1.0, out=s)
+        win = s * 6.0
+        win -= 15.0
+        win *= s
+        win += 10.0
+        win *= s
+        win *= s
+        win *= s
+        chi2 *= -0.5
+        np.exp(chi2, out=chi2)
+        chi2 *= win
+        chi2 *= im[o, r0:r1, c0:c1]
+        rows, cols = chi2.sum(axis=2), chi2.sum(axis=1)
+        out[0][k] = rows.sum(axis=1)
+        if second:
+            out[1][k] = (rows * dv * dv).sum(axis=1)
+            out[2][k] = (cols * du * du).sum(axis=1)
+            out[3][k] = (np.matmul(chi2, du[:, :, None])[:, :, 0] * dv).sum(axis=1)
+        else:
+            out[1][k] = (rows * v[o, r0:r1]).sum(axis=1)
+            out[2][k] = (cols * u[o, c0:c1]).sum(axis=1)
+    return out
 
 
 def _check(images, weight, pixel_scale, row, col, guess, maxiter, shiftmax, etol, Ttol):
@@ -293,11 +327,11 @@ def _check(images, weight, pixel_scale, row, col, guess, maxiter, shiftmax, etol
             raise BenchValueError(f"weight must have the images' shape {img.shape}; got {wmap.shape}")
         if not np.isfinite(wmap).all() or (wmap < 0).any():
             raise BenchValueError("weight must be finite and >= 0 everywhere (0 masks a pixel); "
-                                  f"got min {np.nanmin(wmap)!r}, non-finite {int((~np.isfinite(wmap)).sum())} pixels")
+                                  f"got min {float(np.nanmin(wmap))!r}, non-finite {int((~np.isfinite(wmap)).sum())} pixels")
     used = np.isfinite(img) if wmap is None else (np.isfinite(img) | (wmap == 0))
     if not used.all():
         bad = np.argwhere(~used)[0]
-        raise BenchValueError(f"images must be finite where the weight is > 0; got {img[tuple(bad)]!r} "
+        raise BenchValueError(f"images must be finite where the weight is > 0; got {float(img[tuple(bad)])!r} "
                               f"at (object, row, col) = {tuple(int(i) for i in bad)}")
     try:
         scale = float(pixel_scale)
@@ -314,13 +348,13 @@ def _check(images, weight, pixel_scale, row, col, guess, maxiter, shiftmax, etol
         if a.shape != (N,):
             raise BenchValueError(f"{name} must be a scalar or have shape ({N},); got {a.shape}")
         if not np.isfinite(a).all():
-            raise BenchValueError(f"{name} must be finite (pixels, 0-based); got {a[~np.isfinite(a)][0]!r}")
+            raise BenchValueError(f"{name} must be finite (pixels, 0-based); got {float(a[~np.isfinite(a)][0])!r}")
         cen.append(a)
     Tg = np.asarray(guess, dtype=np.float64) if np.ndim(guess) else np.full(N, guess, dtype=np.float64)
     if Tg.shape != (N,):
         raise BenchValueError(f"guess must be a scalar or have shape ({N},); got {Tg.shape}")
     if not (np.isfinite(Tg).all() and (Tg > 0).all()):
-        raise BenchValueError(f"guess (starting T, arcsec^2) must be finite and > 0; got {Tg[~(np.isfinite(Tg) & (Tg > 0))][0]!r}")
+        raise BenchValueError(f"guess (starting T, arcsec^2) must be finite and > 0; got {float(Tg[~(np.isfinite(Tg) & (Tg > 0))][0])!r}")
     if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)) or maxiter < 1:
         raise BenchValueError(f"maxiter must be an integer >= 1; got {maxiter!r}")
     for name, x in (("shiftmax", shiftmax), ("etol", etol), ("Ttol", Ttol)):
