@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from bench.errors import BenchValueError
-from bench.metacal.admom import (CEN_SHIFT, MAXITER, NONPOS_FLUX, NONPOS_SIZE, admom)
+from bench.metacal import adaptive_moments as admom
+from bench.metacal.admom import CEN_SHIFT, MAXITER, NONPOS_FLUX, NONPOS_SIZE
 
 DATA = Path(__file__).resolve().parent / "data"
 

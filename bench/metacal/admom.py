@@ -54,7 +54,7 @@ _BLOCK = 4096
 _CHUNK = 64
 
 
-def admom(images, weight=None, *, pixel_scale: float, row=None, col=None, guess=0.5,
+def adaptive_moments(images, weight=None, *, pixel_scale: float, row=None, col=None, guess=0.5,
           maxiter: int = DEFAULT_MAXITER, shiftmax: float = DEFAULT_SHIFTMAX,
           etol: float = DEFAULT_ETOL, Ttol: float = DEFAULT_TTOL) -> dict:
     """Adaptive moments (e1, e2, T) of each stamp, as ngmix's ``AdmomFitter().go(obs, guess)``.
@@ -159,7 +159,7 @@ def admom(images, weight=None, *, pixel_scale: float, row=None, col=None, guess=
 
 
 def _fit(im, r0, c0, Tg, scale, maxiter, shiftmax, etol, Ttol):
-    """Iterate one block of objects; arrays (M, n, n) and (M,). See :func:`admom`."""
+    """Iterate one block of objects; arrays (M, n, n) and (M,). See :func:`adaptive_moments`."""
     M, n = im.shape[0], im.shape[-1]
     pix = np.arange(n, dtype=np.float64)
     v = (pix[None, :] - r0[:, None]) * scale          # (M, n): v of each row
@@ -312,7 +312,7 @@ def _sums(im, v, u, act, live, vc, uc, cvv, cuu, cuv, hv, hu, scale, second):
 
 
 def _check(images, weight, pixel_scale, row, col, guess, maxiter, shiftmax, etol, Ttol):
-    """Validate the inputs of :func:`admom`; returns float64 arrays (img, wmap or None, row, col, guess)."""
+    """Validate the inputs of :func:`adaptive_moments`; returns float64 arrays (img, wmap or None, row, col, guess)."""
     img = np.asarray(images)
     if img.ndim != 3 or img.shape[1] != img.shape[2] or img.shape[0] == 0 or img.shape[1] < 2:
         raise BenchValueError(f"images must have shape (N, n, n) with N >= 1 and n >= 2; got {img.shape}")
@@ -363,5 +363,5 @@ def _check(images, weight, pixel_scale, row, col, guess, maxiter, shiftmax, etol
     return img, wmap, cen[0], cen[1], Tg
 
 
-__all__ = ["admom", "CEN_SHIFT", "NONPOS_FLUX", "NONPOS_SIZE", "LOW_DET", "MAXITER", "GMIX_RANGE_ERROR",
+__all__ = ["adaptive_moments", "CEN_SHIFT", "NONPOS_FLUX", "NONPOS_SIZE", "LOW_DET", "MAXITER", "GMIX_RANGE_ERROR",
            "FLAG_NAMES"]
