@@ -20,6 +20,10 @@ def pytest_addoption(parser):
                      help="Dask scheduler address (tcp://HOST:PORT): run the measurement pass there")
     parser.addoption("--dask-workers", type=int, default=None,
                      help="run the measurement pass on a local Dask cluster of this many workers")
+    parser.addoption("--estimator", default="gaussmom",
+                     help="shear estimator of every metacal row: gaussmom or admom (bench.metacal.estimators); "
+                          "with gaussmom an extra row, fourier+metacal[admom], measures exact metacal with "
+                          "admom [gaussmom]")
     parser.addoption("--stream", default="auto", choices=("auto", "on", "off"),
                      help="read the stamps from the dataset cache per slice instead of loading them "
                           "(auto: when they exceed 2 GiB, as for paper) [auto]")
@@ -41,6 +45,23 @@ def dask_client(request):
     client = connect(scheduler, workers, device="cuda" if gpus else "cpu")
     yield client
     close(client)
+
+
+@pytest.fixture(scope="session")
+def metacal_config(request):
+    """The engine's settings for every metacal row: ngmix's noise correction on (its fields paired as
+    the dataset pairs its noise), the --estimator."""
+    from bench.metacal import MetacalConfig
+    return MetacalConfig(estimator=request.config.getoption("--estimator"))
+
+
+def pytest_configure(config):
+    from bench.errors import BenchError
+    from bench.metacal import MetacalConfig
+    try:
+        MetacalConfig(estimator=config.getoption("--estimator"))
+    except BenchError as err:                  # an unknown name stops the run before any work
+        raise pytest.UsageError(f"--estimator: {err}") from None
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +108,8 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     from bench.memory import process_peak_rss
     from bench.metacal import MetacalConfig
     output_json["deconvbench"] = {
-        "metacal": {k: v for k, v in asdict(MetacalConfig()).items() if k != "chunk"},
+        "metacal": {k: v for k, v in asdict(MetacalConfig(estimator=config.getoption("--estimator"))).items()
+                    if k != "chunk"},
         "dataset": config.getoption("--dataset"), "scheduler": config.getoption("--scheduler"),
         "dask_workers": config.getoption("--dask-workers"), "versions": _versions(), "gpu": gpu,
         "gpu_unavailable_reason": cuda_unavailable_reason() or None, "skipped": list(_SKIPPED),

@@ -245,17 +245,7 @@ def run_arrays(data: dict, start: int, stop: int, *, pixel_scale: float, metacal
     from . import pipeline
     from .metacal import MetacalConfig
 
-    spec = spec or {}
-    if validate:
-        from .metacal.validate import validate_input
-        validate_input({**data, "pixel_scale": np.asarray(pixel_scale)}, offset=start)
     cfg = MetacalConfig(**metacal_kwargs)
-    noise, keys = data.get("noise"), np.arange(start, stop)      # keys: global, whatever the sharding
-    if cfg.noise_correction and noise is None and "quad_id" in data:
-        # a dataset cache: fields paired as the dataset pairs its noise
-        noise = pipeline.paired_noise(data["quad_id"], data["rotation"], data["noise_sigma"],
-                                      data["image"].shape[1:], seed=cfg.noise_seed,
-                                      pairing=spec.get("noise_pairing", "independent"))
     m = None
     if method is not None:
         from methods import get_method, get_method_class
@@ -264,15 +254,9 @@ def run_arrays(data: dict, start: int, stop: int, *, pixel_scale: float, metacal
             if (method, device) not in _METHODS:
                 _METHODS[(method, device)] = get_method(method, device=device)
             m = _METHODS[(method, device)]
-    res, dec = pipeline.run(m, data["image"], data["psf"], data["noise_sigma"], pixel_scale=pixel_scale,
-                            row=data.get("row"), col=data.get("col"), config=cfg, noise=noise, noise_keys=keys,
-                            device=device, placement=placement)
-    if cfg.noise_correction and "noise" not in data:
-        res["noise_seed"] = np.int64(cfg.noise_seed)        # the fields were drawn from this seed
-    if dec is not None and quality:
-        from .metrics import object_scores
-        res["psnr"], res["ssim"] = object_scores(dec, data["truth"])
-    return res
+    return pipeline.measure_chunk(data, pixel_scale=pixel_scale, config=cfg, method=m, device=device,
+                                  placement=placement, noise_pairing=(spec or {}).get("noise_pairing", "independent"),
+                                  start=start, quality=quality and "truth" in data, validate=validate)
 
 
 def _manifest(work_dir: Path, identity: dict) -> None:

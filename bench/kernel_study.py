@@ -2,8 +2,8 @@
 without the noise correction, on a simulated dataset (the measurement behind the default kernel).
 
 For every kernel in :data:`bench.metacal.KERNELS` and both settings of the correction, the whole
-dataset goes through exact metacal in chunks of whole quads (correction fields paired as the
-dataset pairs its noise, :func:`bench.pipeline.paired_noise`) and m, c come from the paired
+dataset goes through exact metacal in chunks of whole quads (:func:`bench.pipeline.measure_dataset`;
+correction fields paired as the dataset pairs its noise) and m, c come from the paired
 quads per SNR bin, bands averaged. Prints one table (pandas) and, with ``--out``, writes it as CSV.
 """
 
@@ -16,8 +16,8 @@ import numpy as np
 
 from .cli import make_parser, run_cli
 from .dataset import load_dataset
-from .metacal import KERNELS, MetacalConfig, metacal
-from .pipeline import paired_noise
+from .metacal import KERNELS, MetacalConfig
+from .pipeline import measure_dataset
 from .shear import ShearBiasMetric, combine_bands
 
 CHUNK = 4096
@@ -33,16 +33,7 @@ def study(dataset, kernels=KERNELS, *, seed: int = 0, corrections=(True, False))
             cfg = MetacalConfig(kernel=kernel, noise_correction=corr, noise_seed=seed)
             metric = ShearBiasMetric(dataset.spec.shear)
             t0 = time.perf_counter()
-            for a in range(0, len(dataset), CHUNK):
-                sl = slice(a, min(a + CHUNK, len(dataset)))
-                img = dataset["image"][sl]
-                noise = None
-                if corr:
-                    noise = paired_noise(dataset["quad_id"][sl], dataset["rotation"][sl],
-                                         dataset["noise_sigma"][sl], img.shape[1:], seed=seed,
-                                         pairing=dataset.spec.noise_pairing)
-                out = metacal(img, dataset["psf"][sl], pixel_scale=dataset.spec.pixel_scale,
-                              row=dataset["row"][sl], col=dataset["col"][sl], config=cfg, noise=noise)
+            for sl, out in measure_dataset(dataset, config=cfg, chunk=CHUNK):
                 metric.update(combine_bands(out), quad_id=dataset["quad_id"][sl],
                               shear_sign=dataset["shear_sign"][sl], snr_bin=dataset["snr_bin"][sl])
             wall = time.perf_counter() - t0

@@ -1,5 +1,8 @@
-"""A method with the metacal engine on one batch: the one place that joins :mod:`methods` and
-:mod:`bench.metacal`, used by the command line, the Dask shards and the benchmark.
+"""A method with the metacal engine and a shear estimator: the one place that joins :mod:`methods` and
+:mod:`bench.metacal`. :func:`measure_chunk` (one chunk) and :func:`measure_dataset` (a dataset, a
+chunk at a time) are the one measurement path of the command line, the Dask shards, the
+benchmark suite and the kernel study; ``time_s`` is the method + metacal + measurement time
+in both placements.
 
 The noise correction for a method that returns images: the method deconvolves the rotated
 noise field ``rot90(noise, k=1)`` with the object's PSF, as it deconvolves the image, and the
@@ -153,6 +156,7 @@ def run(method, image, psf, noise_sigma, *, pixel_scale: float, row=None, col=No
     def run_method(stamps):
         return deconvolve_numpy(method, to_numpy(as4(stamps)), psf4, sig4, device=device).reshape(shape)
 
+    t0 = time.perf_counter()
     dec = run_method(image)
     dec_noise = None
     drawn = noise is None
@@ -165,8 +169,105 @@ def run(method, image, psf, noise_sigma, *, pixel_scale: float, row=None, col=No
                   deconvolved_noise=dec_noise, noise=noise)
     if config.noise_correction and drawn:
         res["noise_seed"] = np.int64(config.noise_seed)
+    res["time_s"] = np.float64(time.perf_counter() - t0)       # method + metacal + measurement, as after the shear
     res["placement"] = np.str_(placement)
     return res, dec
+
+
+#: samples per chunk of :func:`measure_dataset` (whole quads)
+CHUNK = 4096
+
+
+def measure_chunk(data: dict, *, pixel_scale: float, config: MetacalConfig | None = None, method=None,
+                  device: str = "cpu", placement: str = "deconvolve-then-shear", noise_pairing: str = "independent",
+                  start: int = 0, quality: bool = False, validate: bool = False) -> dict:
+    """The per-object table of one chunk of stamps through *method*, metacal and the shear estimator.
+
+    The one measurement path: the benchmark suite, ``python -m bench.metacal`` (in one process
+    or as Dask shards) and the kernel study all measure through it.
+
+    Parameters
+    ----------
+    data : dict of ndarray
+        The chunk's arrays by key: ``image``, ``psf`` (N, [B,] n, n), ``noise_sigma``, and
+        optionally ``row``, ``col``, ``noise`` (the correction's fields), ``quad_id`` and
+        ``rotation`` (a simulated dataset: the fields are then paired as its noise,
+        :func:`paired_noise`) and ``truth`` (for *quality*).
+    pixel_scale : float
+    config : MetacalConfig, optional
+        Kernel, estimator, noise correction... [default: MetacalConfig()]
+    method : Method or None
+        A :class:`methods.Method` instance, or None for exact metacal. [default: None]
+    device : str
+        [default: "cpu"]
+    placement : str
+        :data:`PLACEMENTS`. [default: "deconvolve-then-shear"]
+    noise_pairing : {"independent", "antithetic"}
+        The dataset's pairing of its noise, for the drawn correction fields. [default: "independent"]
+    start : int
+        Index of the chunk's first object in the whole input: drawn fields are keyed by it,
+        so the result does not depend on the chunking; messages name objects by it. [default: 0]
+    quality : bool
+        Add per-object ``psnr`` and ``ssim`` (band means) of the method's output against
+        ``truth``. [default: False]
+    validate : bool
+        Check the chunk's values first. [default: False]
+
+    Returns
+    -------
+    dict
+        :func:`run`'s metacal output (per object, with ``time_s`` the chunk's method +
+        metacal + measurement time), and ``psnr``, ``ssim`` with *quality* and an image.
+    """
+    config = config or MetacalConfig()
+    n = len(data["image"])
+    if validate:
+        from .metacal.validate import validate_input
+        validate_input({**data, "pixel_scale": np.asarray(pixel_scale)}, offset=start)
+    noise = data.get("noise")
+    if config.noise_correction and noise is None and "quad_id" in data:
+        noise = paired_noise(data["quad_id"], data["rotation"], data["noise_sigma"], data["image"].shape[1:],
+                             seed=config.noise_seed, pairing=noise_pairing)
+    res, dec = run(method, data["image"], data["psf"], data["noise_sigma"], pixel_scale=pixel_scale,
+                   row=data.get("row"), col=data.get("col"), config=config, noise=noise,
+                   noise_keys=np.arange(start, start + n), device=device, placement=placement)
+    if config.noise_correction and data.get("noise") is None:
+        res["noise_seed"] = np.int64(config.noise_seed)        # the fields were drawn from this seed
+    if quality and dec is not None:
+        from .metrics import object_scores
+        res["psnr"], res["ssim"] = object_scores(dec, data["truth"])
+    return res
+
+
+def measure_dataset(dataset, method=None, *, config: MetacalConfig | None = None, device: str = "cpu",
+                    placement: str = "deconvolve-then-shear", quality: bool = False, chunk: int = CHUNK,
+                    start: int = 0, stop: int | None = None):
+    """Samples [start, stop) of a simulated dataset through :func:`measure_chunk`, a chunk at a time.
+
+    Parameters
+    ----------
+    dataset : bench.dataset.Dataset
+        A loaded (or streamed) dataset.
+    method, config, device, placement, quality
+        As :func:`measure_chunk`.
+    chunk : int
+        Samples per chunk, a multiple of 4 (whole quads). [default: 4096]
+    start, stop : int, optional
+        The slice measured. [default: the whole dataset]
+
+    Yields
+    ------
+    (slice, dict)
+        Each chunk's samples and its per-object table, in order.
+    """
+    stop = len(dataset) if stop is None else stop
+    keys = ["image", "psf", "noise_sigma", "row", "col", "quad_id", "rotation"] + (["truth"] if quality else [])
+    for a in range(start, stop, chunk):
+        sl = slice(a, min(a + chunk, stop))
+        data = {k: dataset[k][sl] for k in keys}
+        yield sl, measure_chunk(data, pixel_scale=dataset.spec.pixel_scale, config=config, method=method,
+                                device=device, placement=placement, noise_pairing=dataset.spec.noise_pairing,
+                                start=a, quality=quality)
 
 
 def shear_then_deconvolve(method, image, psf, noise_sigma, *, pixel_scale: float, row=None, col=None,
@@ -214,4 +315,5 @@ def shear_then_deconvolve(method, image, psf, noise_sigma, *, pixel_scale: float
     return res
 
 
-__all__ = ["PLACEMENTS", "check_placement", "deconvolve_numpy", "paired_noise", "run", "shear_then_deconvolve"]
+__all__ = ["CHUNK", "PLACEMENTS", "check_placement", "deconvolve_numpy", "measure_chunk", "measure_dataset",
+           "paired_noise", "run", "shear_then_deconvolve"]

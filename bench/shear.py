@@ -222,8 +222,12 @@ class ShearBiasMetric:
             s["R22"] += R22[i]
             s["n"] += 1
 
-    def compute(self, *, by_bin: bool = True):
-        """A pandas DataFrame: one row per SNR bin (and ``all``) with m, c and their errors."""
+    def compute(self, *, by_bin: bool = True, replicates: bool = False):
+        """A pandas DataFrame: one row per SNR bin (and ``all``) with m, c and their errors.
+
+        With *replicates*, also the columns ``m_jackknife``, ``c1_jackknife``, ``c2_jackknife``
+        (a tuple per row: the leave-one-block-out estimates, NaN for empty blocks). [default: False]
+        """
         import pandas as pd
 
         good = [q for q in self._quads if q not in self._bad
@@ -247,7 +251,8 @@ class ShearBiasMetric:
             b = bias_from_quad_sums(sums, self.g, n_jackknife=self.n_jackknife, n_dropped=dropped,
                                     blocks=jackknife_blocks(qs, n_ids, self.n_jackknife))
             rows.append({"snr_bin": label, **b.__dict__})
-        return pd.DataFrame(rows).set_index("snr_bin")
+        table = pd.DataFrame(rows).set_index("snr_bin")
+        return table if replicates else table.drop(columns=[c for c in table.columns if c.endswith("_jackknife")])
 
 
 def shear_bias(out: dict, *, quad_id, shear_sign, g: float, snr_bin=None, n_jackknife: int = 100):

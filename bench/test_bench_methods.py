@@ -32,6 +32,7 @@ are keyed by quad like the dataset's own noise (:func:`bench.pipeline.paired_noi
 """
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -39,18 +40,15 @@ import pytest
 from bench.arrays import method_inputs, synchronize, to_numpy
 from bench.distributed import SHARD_SIZE, shard_bounds
 from bench.memory import measure_peak
-from bench.metacal import MetacalConfig, metacal
+from bench.metacal import metacal
 from bench.metacal.noise import rotate_in
-from bench.metrics import ImageQualityMetric, object_scores
-from bench.pipeline import PLACEMENTS, paired_noise, shear_then_deconvolve
+from bench.metrics import ImageQualityMetric
+from bench.pipeline import PLACEMENTS, measure_dataset, paired_noise, shear_then_deconvolve
 from bench.schema import snr_rows
 from bench.shear import ShearBiasMetric, combine_bands
 from methods import get_method, get_method_class, list_methods
 from methods.registry import best_device
 
-#: the engine's settings for every row: ngmix's noise correction on, its fields paired as the
-#: dataset pairs its noise (bench.pipeline.paired_noise)
-CONFIG = MetacalConfig()
 
 N_REF = 5000
 CHUNK = SHARD_SIZE           # samples per chunk (or Dask shard) of the quality pass: whole quads
@@ -62,10 +60,10 @@ def _inputs(dataset, framework, device, sl):
     return method_inputs([dataset[k][sl] for k in ("image", "psf", "noise_sigma")], framework, device)
 
 
-def _noise(dataset, sl):
+def _noise(dataset, sl, config):
     """The correction's fields of samples *sl* (N, B, n, n), keyed by quad like the dataset's noise."""
     return paired_noise(dataset["quad_id"][sl], dataset["rotation"][sl], dataset["noise_sigma"][sl],
-                        dataset["image"].shape[1:], seed=CONFIG.noise_seed, pairing=dataset.spec.noise_pairing)
+                        dataset["image"].shape[1:], seed=config.noise_seed, pairing=dataset.spec.noise_pairing)
 
 
 def _method_or_skip(name, placement=None):
@@ -81,14 +79,14 @@ def _method_or_skip(name, placement=None):
     return cls, device, get_method(name, device=device)
 
 
-def _chunk_results(dataset, name, cls, device, method, client, config=CONFIG, placement=PLACEMENTS[0]):
+def _chunk_results(dataset, name, cls, device, method, client, config, placement=PLACEMENTS[0]):
     """(slice, metacal output, per-object PSNR, SSIM or None) for each chunk, in sample order.
 
     In this process, or as shards on a Dask cluster (``--scheduler`` / ``--dask-workers``)
     reading the dataset's HDF5 cache; both give the same numbers (tests/test_distributed.py).
     """
-    bounds = shard_bounds(len(dataset), CHUNK)
     if client is not None:
+        bounds = shard_bounds(len(dataset), CHUNK)
         import shutil
 
         from bench.distributed import dataset_params, run_shards
@@ -105,31 +103,10 @@ def _chunk_results(dataset, name, cls, device, method, client, config=CONFIG, pl
             yield slice(a, b), res, res.pop("psnr", None), res.pop("ssim", None)
         shutil.rmtree(work, ignore_errors=True)
         return
-    for a, b in bounds:
-        sl = slice(a, b)
-        dec = dec_noise = p = s = None
-        noise = _noise(dataset, sl) if config.noise_correction else None
-        if placement != PLACEMENTS[0]:
-            res = shear_then_deconvolve(method, dataset["image"][sl], dataset["psf"][sl], dataset["noise_sigma"][sl],
-                                        pixel_scale=dataset.spec.pixel_scale, row=dataset["row"][sl],
-                                        col=dataset["col"][sl], config=config, noise=noise, device=device,
-                                        keep_noshear=True)
-            dec = res.pop("deconvolved_noshear", None)
-            if cls.produces_image and dec is not None:      # the noshear output against the truth
-                p, s = object_scores(dec, dataset["truth"][sl])
-            yield sl, res, p, s
-            continue
-        if cls.produces_image:
-            img, psf, sig = _inputs(dataset, cls.framework, device, sl)
-            dec = to_numpy(method.deconvolve(img, psf, sig))
-            if noise is not None:
-                turned = method_inputs([_turned(noise)], cls.framework, device)[0]
-                dec_noise = to_numpy(method.deconvolve(turned, psf, sig))
-            p, s = object_scores(dec, dataset["truth"][sl])
-        res = metacal(dataset["image"][sl], dataset["psf"][sl], pixel_scale=dataset.spec.pixel_scale,
-                      row=dataset["row"][sl], col=dataset["col"][sl], deconvolved=dec, config=config,
-                      noise=noise, deconvolved_noise=dec_noise)
-        yield sl, res, p, s
+    runs = method if (cls.produces_image or placement != PLACEMENTS[0]) else None
+    for sl, res in measure_dataset(dataset, runs, config=config, device=device, placement=placement,
+                                   quality=cls.produces_image, chunk=CHUNK):
+        yield sl, res, res.pop("psnr", None), res.pop("ssim", None)
 
 
 def _turned(noise):
@@ -137,7 +114,7 @@ def _turned(noise):
     return np.ascontiguousarray(rotate_in(np, noise))
 
 
-def _by_snr(dataset, name, cls, device, method, client=None, config=CONFIG, placement=PLACEMENTS[0]):
+def _by_snr(dataset, name, cls, device, method, client, config, placement=PLACEMENTS[0]):
     """PSNR/SSIM (if the method makes images) and m, c per SNR bin over the whole dataset.
 
     One pass in chunks of CHUNK samples; the metrics accumulate (update) and aggregate
@@ -153,7 +130,7 @@ def _by_snr(dataset, name, cls, device, method, client=None, config=CONFIG, plac
                      shear_sign=dataset["shear_sign"][sl], snr_bin=dataset["snr_bin"][sl])
         nflag += int(np.count_nonzero(res["flags"]))
     rows = snr_rows(dataset.spec.snr_bins, quality=quality.compute() if quality is not None else None,
-                    shear=shear.compute())
+                    shear=shear.compute(replicates=True))
     return rows, nflag
 
 
@@ -171,19 +148,19 @@ def _keep_gallery(name, dataset, cls, device, method):
         gallery.add(name, to_numpy(method.deconvolve(*arrays))[:, b])
 
 
-def _quality_rows(name, dataset, cls, device, method, client):
+def _quality_rows(name, dataset, cls, device, method, client, config):
     if name not in _RESULTS:
         _keep_gallery(name, dataset, cls, device, method)
-        rows, nflag = _by_snr(dataset, name, cls, device, method, client)
+        rows, nflag = _by_snr(dataset, name, cls, device, method, client, config)
         _RESULTS[name] = dict(by_snr=rows, n_flagged=nflag)
     return _RESULTS[name]
 
 
-def _common(cls, device, dataset, n, config=CONFIG, placement=PLACEMENTS[0]):
+def _common(cls, device, dataset, n, config, placement=PLACEMENTS[0]):
     return dict(framework=cls.framework, device=device, n_samples=n, n_bands=len(dataset.spec.bands),
                 dataset=dataset.spec.name, n_samples_quality=len(dataset), kernel=config.kernel,
                 placement=placement,
-                noise_correction=config.noise_correction,
+                noise_correction=config.noise_correction, estimator=config.estimator,
                 noise_seed=config.noise_seed if config.noise_correction else None)
 
 
@@ -195,16 +172,16 @@ def _warm_up(run, method):
 
 
 @pytest.mark.parametrize("name", list_methods())
-def test_method(benchmark, dataset, dask_client, name):
+def test_method(benchmark, dataset, dask_client, metacal_config, name):
     """``deconvolve`` alone, all bands."""
     cls, device, method = _method_or_skip(name)
     n = min(len(dataset), N_REF)
-    info = dict(method=name, **_common(cls, device, dataset, n))
+    info = dict(method=name, **_common(cls, device, dataset, n, metacal_config))
     if not cls.produces_image:
         benchmark.pedantic(lambda: None, rounds=1, iterations=1)
         info.update(time_per_5000_s=None, peak_memory_bytes=None, warmup_s=None,
                     note="no stand-alone image: see test_method_in_metacal")
-        info.update(_quality_rows(name, dataset, cls, device, method, dask_client))
+        info.update(_quality_rows(name, dataset, cls, device, method, dask_client, metacal_config))
         benchmark.extra_info.update(info)
         return
     img, psf, sig = _inputs(dataset, cls.framework, device, slice(0, n))
@@ -216,20 +193,20 @@ def test_method(benchmark, dataset, dask_client, name):
     benchmark.pedantic(run, rounds=1 if info["warmup_s"] > 3 else 3, iterations=1)
     info["time_per_5000_s"] = benchmark.stats.stats.median * N_REF / n
     info["peak_memory_bytes"], info["peak_memory_kind"] = measure_peak(run, cls.framework, device)
-    info.update(_quality_rows(name, dataset, cls, device, method, dask_client))
+    info.update(_quality_rows(name, dataset, cls, device, method, dask_client, metacal_config))
     benchmark.extra_info.update(info)
 
 
 @pytest.mark.parametrize("name", list_methods())
-def test_method_in_metacal(benchmark, dataset, dask_client, name):
+def test_method_in_metacal(benchmark, dataset, dask_client, metacal_config, name):
     """The full loop: ``deconvolve`` (if the method makes an image) then metacal of every band."""
     cls, device, method = _method_or_skip(name, PLACEMENTS[0])
     n = min(len(dataset), N_REF)
     img, psf, sig = _inputs(dataset, cls.framework, device, slice(0, n))
-    noise = _noise(dataset, slice(0, n))
+    noise = _noise(dataset, slice(0, n), metacal_config)
     # the fields are drawn outside the timed call, as a dataset's own noise images would be given
     noise_dev, turned = method_inputs([noise, _turned(noise)], cls.framework, device)
-    kw = dict(pixel_scale=dataset.spec.pixel_scale, row=dataset["row"][:n], col=dataset["col"][:n], config=CONFIG)
+    kw = dict(pixel_scale=dataset.spec.pixel_scale, row=dataset["row"][:n], col=dataset["col"][:n], config=metacal_config)
 
     def run():
         if not cls.produces_image:
@@ -240,24 +217,24 @@ def test_method_in_metacal(benchmark, dataset, dask_client, name):
 
     warm, compile_s = _warm_up(run, method)
     benchmark.pedantic(run, rounds=1 if warm > 3 else 3, iterations=1)
-    info = dict(method=f"{name}+metacal", base_method=name, **_common(cls, device, dataset, n),
+    info = dict(method=f"{name}+metacal", base_method=name, **_common(cls, device, dataset, n, metacal_config),
                 warmup_s=warm, compile_s=compile_s, time_per_5000_s=benchmark.stats.stats.median * N_REF / n)
     info["peak_memory_bytes"], info["peak_memory_kind"] = measure_peak(run, cls.framework, device)
-    info.update(_quality_rows(name, dataset, cls, device, method, dask_client))
+    info.update(_quality_rows(name, dataset, cls, device, method, dask_client, metacal_config))
     benchmark.extra_info.update(info)
 
 
 @pytest.mark.parametrize("name", list_methods())
-def test_method_shear_first(benchmark, dataset, dask_client, name):
+def test_method_shear_first(benchmark, dataset, dask_client, metacal_config, name):
     """Placement "shear-then-deconvolve": exact metacal's five images, each deconvolved, moments on the output."""
     placement = PLACEMENTS[1]
     cls, device, method = _method_or_skip(name, placement)
     n = min(len(dataset), N_REF)
     sl = slice(0, n)
-    noise = _noise(dataset, sl)
+    noise = _noise(dataset, sl, metacal_config)
     args = [dataset[k][sl] for k in ("image", "psf", "noise_sigma")]
     kw = dict(pixel_scale=dataset.spec.pixel_scale, row=dataset["row"][sl], col=dataset["col"][sl],
-              config=CONFIG, noise=noise, device=device)
+              config=metacal_config, noise=noise, device=device)
 
     def run():
         return shear_then_deconvolve(method, *args, **kw)
@@ -266,20 +243,20 @@ def test_method_shear_first(benchmark, dataset, dask_client, name):
     peak, kind = measure_peak(run, cls.framework, device)     # the warm-up call, timed too
     warm = time.perf_counter() - t0
     benchmark.pedantic(run, rounds=1 if warm > 3 else 3, iterations=1)
-    rows, nflag = _by_snr(dataset, name, cls, device, method, dask_client, CONFIG, placement)
+    rows, nflag = _by_snr(dataset, name, cls, device, method, dask_client, metacal_config, placement)
     info = dict(method=f"{name}+metacal[{placement}]", base_method=name, **_common(cls, device, dataset, n,
-                                                                                   placement=placement),
+                                                                                   metacal_config, placement),
                 warmup_s=warm, compile_s=getattr(method, "compile_s", None),
                 time_per_5000_s=benchmark.stats.stats.median * N_REF / n, peak_memory_bytes=peak,
                 peak_memory_kind=kind, peak_memory_call="first", by_snr=rows, n_flagged=nflag)
     benchmark.extra_info.update(info)
 
 
-def test_exact_metacal_uncorrected(benchmark, dataset, dask_client):
+def test_exact_metacal_uncorrected(benchmark, dataset, dask_client, metacal_config):
     """`fourier` (exact metacal) without the noise correction: the engine's own noise bias, for the
     report's m-vs-SNR comparison with the corrected rows."""
     cls, device, method = _method_or_skip("fourier")
-    config = MetacalConfig(noise_correction=False)
+    config = replace(metacal_config, noise_correction=False)
     n = min(len(dataset), N_REF)
     img, psf, _ = _inputs(dataset, cls.framework, device, slice(0, n))
     kw = dict(pixel_scale=dataset.spec.pixel_scale, row=dataset["row"][:n], col=dataset["col"][:n], config=config)
@@ -288,6 +265,32 @@ def test_exact_metacal_uncorrected(benchmark, dataset, dask_client):
     info = dict(method="fourier+metacal[no-correction]", base_method="fourier", **_common(cls, device, dataset, n, config),
                 time_per_5000_s=benchmark.stats.stats.median * N_REF / n, peak_memory_bytes=None,
                 by_snr=rows, n_flagged=nflag)
+    benchmark.extra_info.update(info)
+
+
+def test_exact_metacal_admom(benchmark, dataset, dask_client, metacal_config):
+    """Exact metacal measured by ngmix's adaptive moments (``fourier+metacal[admom]``): the five images
+    drawn and measured on pixels. Left out when the session's estimator is admom already."""
+    if metacal_config.estimator == "admom":
+        pytest.skip("every row of this run is measured with admom (--estimator admom)")
+    cls, device, method = _method_or_skip("fourier")
+    config = replace(metacal_config, estimator="admom")
+    n = min(len(dataset), N_REF)
+    img, psf, sig = _inputs(dataset, cls.framework, device, slice(0, n))
+    noise = method_inputs([_noise(dataset, slice(0, n), config)], cls.framework, device)[0]
+    kw = dict(pixel_scale=dataset.spec.pixel_scale, row=dataset["row"][:n], col=dataset["col"][:n], config=config)
+
+    def run():
+        return metacal(img, psf, noise=noise, **kw)
+
+    t0 = time.perf_counter()
+    peak, kind = measure_peak(run, cls.framework, device)     # the warm-up call, timed too
+    warm = time.perf_counter() - t0
+    benchmark.pedantic(run, rounds=1 if warm > 3 else 3, iterations=1)
+    rows, nflag = _by_snr(dataset, "fourier", cls, device, method, dask_client, config)
+    info = dict(method="fourier+metacal[admom]", base_method="fourier", **_common(cls, device, dataset, n, config),
+                warmup_s=warm, time_per_5000_s=benchmark.stats.stats.median * N_REF / n, peak_memory_bytes=peak,
+                peak_memory_kind=kind, by_snr=rows, n_flagged=nflag)
     benchmark.extra_info.update(info)
 
 

@@ -50,7 +50,7 @@ def ci_metacal(tmp_path_factory):
 def _by_snr(out, labels, spec):
     metric = ShearBiasMetric(spec.shear)
     metric.update(out, **labels)
-    return snr_rows(spec.snr_bins, shear=metric.compute())
+    return snr_rows(spec.snr_bins, shear=metric.compute(replicates=True))
 
 
 def _changed(out, *, shrink=0.0, additive=0.0):

@@ -29,6 +29,10 @@ def parser():
                    help=f"reconvolution kernel: {', '.join(KERNELS)} [{MetacalConfig.kernel}]")
     p.add_argument("--step", type=float, default=0.01, help="shear step [0.01]")
     p.add_argument("--weight-fwhm", type=float, default=1.2, help="moment weight FWHM, arcsec [1.2]")
+    p.add_argument("--estimator", default=MetacalConfig.estimator,
+                   help="shear estimator measuring the five images: gaussmom (Gaussian-weighted moments of "
+                        "--weight-fwhm, exact in Fourier space) or admom (ngmix's adaptive moments, on the "
+                        "drawn images) [gaussmom]")
     p.add_argument("--no-noise-correction", action="store_true",
                    help="turn off ngmix's noise correction (fixnoise) [on]")
     p.add_argument("--noise-seed", type=int, default=0,
@@ -51,10 +55,10 @@ def parser():
 
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
-    from methods import get_method, get_method_class
+    from methods import get_method_class
 
     cfg = MetacalConfig(kernel=a.psf, step=a.step, weight_fwhm=a.weight_fwhm,
-                        noise_correction=not a.no_noise_correction, noise_seed=a.noise_seed)
+                        noise_correction=not a.no_noise_correction, noise_seed=a.noise_seed, estimator=a.estimator)
     if a.device not in ("cpu", "cuda"):
         raise unknown_name("device", a.device, ("cpu", "cuda"))
     cls = get_method_class(a.method)
@@ -87,6 +91,7 @@ def main(argv=None) -> int:
 
 def _write_output(a, out) -> None:
     nflag = int(np.count_nonzero(out["flags"]))
+    out["estimator"] = np.str_(a.estimator)
     tmp = a.out + f".tmp{os.getpid()}.npz"
     try:
         np.savez(tmp, **out)
@@ -95,7 +100,7 @@ def _write_output(a, out) -> None:
         if os.path.exists(tmp):          # a full disk or a killed write leaves no partial file
             os.unlink(tmp)
     corr = "noise correction on" if bool(out.get("noise_correction", False)) else "no noise correction"
-    print(f"metacal ({a.method}, {a.placement}, {a.psf}, {corr}): {out['flags'].size} objects, {nflag} flagged, "
+    print(f"metacal ({a.method}, {a.placement}, {a.psf}, {a.estimator}, {corr}): {out['flags'].size} objects, {nflag} flagged, "
           f"{float(out['time_s']):.3f} s -> {a.out}")
 
 

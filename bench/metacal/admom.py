@@ -145,7 +145,7 @@ def adaptive_moments(images, weight=None, *, pixel_scale: float, row=None, col=N
     """
     img, wmap, r0, c0, Tg = _check(images, weight, pixel_scale, row, col, guess,
                                    maxiter, shiftmax, etol, Ttol)
-    N, n = img.shape[0], img.shape[-1]
+    N = img.shape[0]
     out = {k: np.full(N, np.nan) for k in ("e1", "e2", "T", "row", "col")}
     out["flags"] = np.zeros(N, np.int32)
     out["n_iter"] = np.zeros(N, np.int32)

@@ -13,14 +13,8 @@ TYPES = ("noshear", "1p", "1m", "2p", "2m")
 #: reconvolution kernels (target PSFs), as ngmix master names them
 KERNELS = ("dilate", "gauss", "azgauss", "fitgauss")
 DTYPES = ("float32", "float64")
-FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-
-FLAG_NONFINITE = 1
-FLAG_PSF_ZERO = 2
-FLAG_PSF_VANISHES = 4
-FLAG_BAD_MOMENTS = 8
-FLAG_NOT_POSITIVE = 16
-FLAG_PSF_OFFCENTRE = 32
+from .moments import (FLAG_BAD_MOMENTS, FLAG_NONFINITE, FLAG_NOT_POSITIVE, FLAG_PSF_OFFCENTRE,  # noqa: F401
+                      FLAG_PSF_VANISHES, FLAG_PSF_ZERO, FWHM_TO_SIGMA)
 #: how far (pixels) a PSF's centroid may sit from the stamp's true centre before flag 32
 PSF_CENTRE_TOLERANCE = 0.5
 
@@ -57,6 +51,11 @@ class MetacalConfig:
     noise_seed : int
         Seed of the drawn noise fields; object *i*'s field depends on this seed and the
         object's key alone. Ignored where a noise field is given. [default: 0]
+    estimator : str
+        The shear estimator that measures the five images (:mod:`bench.metacal.estimators`):
+        ``"gaussmom"``, Gaussian-weighted moments of FWHM *weight_fwhm*, exact in Fourier
+        space; ``"admom"``, ngmix's adaptive moments on the drawn images; or any registered
+        name. [default: "gaussmom"]
     """
 
     kernel: str = "gauss"
@@ -68,6 +67,7 @@ class MetacalConfig:
     dtype: str = "float32"
     noise_correction: bool = True
     noise_seed: int = 0
+    estimator: str = "gaussmom"
 
     def __post_init__(self):
         if self.kernel not in KERNELS:
@@ -88,6 +88,9 @@ class MetacalConfig:
             raise BenchValueError(f"noise_correction must be True or False, got {self.noise_correction!r}")
         if not (isinstance(self.noise_seed, (int, np.integer)) and 0 <= self.noise_seed < 2 ** 63):
             raise BenchValueError(f"noise_seed must be an integer in [0, 2**63), got {self.noise_seed!r}")
+        from .estimators import list_estimators
+        if self.estimator not in list_estimators():
+            raise unknown_name("shear estimator", self.estimator, list_estimators())
 
 
 def shear_matrix(g1: float, g2: float) -> np.ndarray:

@@ -49,10 +49,10 @@ import numpy as np
 
 from ..arrays import device_of, namespace, to_numpy
 from ..errors import BenchTypeError
-from .config import (FLAG_BAD_MOMENTS, FLAG_NOT_POSITIVE, FLAG_PSF_VANISHES, TYPES,
-                     MetacalConfig)
+from .config import FLAG_BAD_MOMENTS, FLAG_PSF_VANISHES, TYPES, MetacalConfig
 from .kernels import target_sigma
 from .lattice import dtfts, plan, split
+from .moments import shape_from_moments
 from .noise import rotate_back, rotated_centres
 from .validate import check_arrays, check_centres, flag_inputs, noise_fields
 
@@ -128,18 +128,9 @@ def _shapes(moments: dict, N: int, scale: float):
     res = {}
     flags = np.zeros(N, np.int32)
     for t in TYPES:
-        m = moments[t]
-        bad = ~np.isfinite(m).all(axis=1)
-        flags[bad] |= FLAG_PSF_VANISHES
-        m0, mxx, myy, mxy = m.T
-        T = mxx + myy
-        okm = ~bad & (m0 > 0) & (T > 0)
-        flags[~bad & ~okm] |= FLAG_BAD_MOMENTS
-        with np.errstate(divide="ignore", invalid="ignore"):
-            res[f"{t}_e1"] = np.where(okm, (mxx - myy) / T, np.nan)
-            res[f"{t}_e2"] = np.where(okm, 2 * mxy / T, np.nan)
-            res[f"{t}_T"] = np.where(okm, T / m0 * scale * scale, np.nan)
-        flags[okm & (np.hypot(res[f"{t}_e1"], res[f"{t}_e2"]) >= 1)] |= FLAG_NOT_POSITIVE
+        r = shape_from_moments(moments[t], scale)
+        flags |= r.pop("flags")
+        res.update({f"{t}_{k}": v for k, v in r.items()})
     res["flags"] = flags
     return res
 
@@ -163,8 +154,9 @@ def metacal(image, psf, *, pixel_scale: float, row=None, col=None, config: Metac
     row, col : array_like, shape (N,), optional
         Object centres in pixels (0-based). [default: the stamp centre (n - 1) / 2]
     config : MetacalConfig, optional
-        Settings; keyword *settings* (``kernel``, ``step``, ``noise_correction``, ...) build
-        one instead. [default: MetacalConfig()]
+        Settings; keyword *settings* (``kernel``, ``step``, ``noise_correction``,
+        ``estimator``, ...) build one instead. With an estimator other than ``gaussmom`` the
+        five images are drawn and measured on pixels. [default: MetacalConfig()]
     deconvolved : array, optional
         A method's deconvolved (pre-PSF) images, same shape as *image*. When given, metacal
         shears and reconvolves these instead of dividing by the PSF. [default: None]
@@ -203,6 +195,10 @@ def metacal(image, psf, *, pixel_scale: float, row=None, col=None, config: Metac
         raise BenchTypeError(f"give either config or keyword settings, not both: {sorted(settings)}")
     elif not isinstance(config, MetacalConfig):
         raise BenchTypeError(f"config must be a MetacalConfig, got {type(config).__name__}")
+    if config.estimator != "gaussmom":
+        return _metacal_on_pixels(image, psf, pixel_scale=pixel_scale, row=row, col=col, config=config,
+                                  deconvolved=deconvolved, noise=noise, noise_sigma=noise_sigma,
+                                  noise_keys=noise_keys, deconvolved_noise=deconvolved_noise)
     image, psf = check_arrays(image, psf, pixel_scale, deconvolved=deconvolved)
     xp = namespace(image, psf)
     dev = device_of(image)
@@ -253,6 +249,23 @@ def metacal(image, psf, *, pixel_scale: float, row=None, col=None, config: Metac
     out["flags"] = flags
     shape = (N, B) if image.ndim == 4 else (N,)
     out = {k: v.reshape(shape) for k, v in out.items()}
+    out["time_s"] = np.float64(time.perf_counter() - t0)
+    out["noise_correction"] = np.bool_(config.noise_correction)
+    out["noise_seed"] = np.int64(config.noise_seed if config.noise_correction and noise is None else -1)
+    return out
+
+
+def _metacal_on_pixels(image, psf, *, pixel_scale, row, col, config, deconvolved, noise, noise_sigma, noise_keys,
+                       deconvolved_noise):
+    """Metacal measured by an estimator that needs pixels: the five images drawn (sheared about each
+    object's centre, :func:`bench.metacal.render.metacal_images`), then measured."""
+    from .render import measure, metacal_images
+
+    t0 = time.perf_counter()
+    mc = metacal_images(image, psf, pixel_scale=pixel_scale, config=config, noise=noise, noise_sigma=noise_sigma,
+                        noise_keys=noise_keys, row=row, col=col, deconvolved=deconvolved,
+                        deconvolved_noise=deconvolved_noise)
+    out = measure(mc["images"], pixel_scale=pixel_scale, row=row, col=col, config=config, flags=mc["flags"])
     out["time_s"] = np.float64(time.perf_counter() - t0)
     out["noise_correction"] = np.bool_(config.noise_correction)
     out["noise_seed"] = np.int64(config.noise_seed if config.noise_correction and noise is None else -1)

@@ -25,14 +25,13 @@ engine's moments (``tests/test_placement.py``).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..arrays import device_of, namespace, to_numpy
 from ..fourier import lanczos_ft, pixel_ft
-from .config import FLAG_PSF_VANISHES, FWHM_TO_SIGMA, TYPES, MetacalConfig, shear_matrix, shears
+from .config import FLAG_BAD_MOMENTS, FLAG_PSF_VANISHES, TYPES, MetacalConfig, shear_matrix, shears
 from .kernels import target_sigma
+from .moments import pixel_moments  # noqa: F401  (re-exported: its home before the moments module)
 from .validate import check_arrays, check_centres, flag_inputs, noise_fields
 
 
@@ -162,7 +161,8 @@ def _about(xp, Fr, Fi, S, kx, ky, d, dev, ftype, sign=1.0):
 
 
 def metacal_images(image, psf, *, pixel_scale: float, config: MetacalConfig | None = None, noise=None,
-                   noise_sigma=None, noise_keys=None, row=None, col=None) -> dict:
+                   noise_sigma=None, noise_keys=None, row=None, col=None, deconvolved=None,
+                   deconvolved_noise=None) -> dict:
     """Draw the five metacal images of each stamp, with the noise correction added.
 
     Parameters
@@ -188,6 +188,12 @@ def metacal_images(image, psf, *, pixel_scale: float, config: MetacalConfig | No
         an exact linear measurement, but a bias for a method whose output depends on the
         sub-pixel position (a network: ``tests/test_placement.py``). [default: the stamp
         centre, as the engine]
+    deconvolved : array, optional
+        A method's deconvolved images (first placement): sheared and reconvolved instead of
+        image / PSF, as :func:`bench.metacal.metacal` does with them. [default: None]
+    deconvolved_noise : array, optional
+        With *deconvolved* and the correction: the method's deconvolution of
+        ``rot90(noise, k=1)``. [default: None]
 
     Returns
     -------
@@ -199,17 +205,19 @@ def metacal_images(image, psf, *, pixel_scale: float, config: MetacalConfig | No
         (bits 1, 2 and 4 as in the engine). Flagged objects hold zeros.
     """
     config = config or MetacalConfig()
-    image, psf = check_arrays(image, psf, pixel_scale)
+    image, psf = check_arrays(image, psf, pixel_scale, deconvolved=deconvolved)
     xp, dev = namespace(image, psf), device_of(image)
     shape = tuple(image.shape)
     N, n = shape[0], shape[-1]
     ftype = getattr(xp, config.dtype)
     img, ps = (xp.astype(xp.reshape(a, (-1, n, n)), ftype) for a in (image, psf))
+    dec = None if deconvolved is None else xp.astype(xp.reshape(deconvolved, (-1, n, n)), ftype)
     nse = None
     if config.noise_correction:
-        turned = noise_fields(xp, dev, image, config, noise=noise, noise_sigma=noise_sigma, keys=noise_keys)
+        turned = noise_fields(xp, dev, image, config, noise=noise, noise_sigma=noise_sigma, keys=noise_keys,
+                              deconvolved=deconvolved, deconvolved_noise=deconvolved_noise)
         nse = xp.astype(xp.reshape(turned, (-1, n, n)), ftype)
-    flags, good = flag_inputs(xp, img, ps, None, nse)
+    flags, good = flag_inputs(xp, img, ps, dec, nse)
     offsets = _offsets(row, col, shape)
     L, X, kx, ky, w = _grid(n)
     KX, KY = np.meshgrid(kx, ky)
@@ -221,7 +229,7 @@ def metacal_images(image, psf, *, pixel_scale: float, config: MetacalConfig | No
         m = len(idx)
         sel = xp.asarray(idx, device=dev)
         p = xp.take(ps, sel, axis=0)
-        src = xp.take(img, sel, axis=0)
+        src = xp.take(img if dec is None else dec, sel, axis=0)
         if nse is not None:
             src = xp.concat([src, xp.take(nse, sel, axis=0)], axis=0)
         Tr, Ti, bad = _target(xp, p, config, float(pixel_scale), X, kx, ky, dev, ftype)
@@ -239,7 +247,10 @@ def metacal_images(image, psf, *, pixel_scale: float, config: MetacalConfig | No
             if nse is not None:
                 Pr, Pi = xp.concat([Pr, Pr], axis=0), xp.concat([Pi, Pi], axis=0)
             den = Pr * Pr + Pi * Pi
-            Dr, Di = (Ir * Pr + Ii * Pi) / den, (Ii * Pr - Ir * Pi) / den         # I / P
+            if dec is None:
+                Dr, Di = (Ir * Pr + Ii * Pi) / den, (Ii * Pr - Ir * Pi) / den         # I / P
+            else:
+                Dr, Di = Ir, Ii                      # the method's deconvolution, sheared
             Or, Oi = Dr * Tr - Di * Ti, Dr * Ti + Di * Tr
             if offsets is not None:
                 # the image's transform about its object's centre, and back to the stamp centre's
@@ -331,79 +342,61 @@ def _zero(xp, a, rows: np.ndarray, dev):
     return a * xp.astype(keep, a.dtype)[:, None, None]
 
 
-def pixel_moments(images, row=None, col=None, *, pixel_scale: float, weight_fwhm: float = 1.2) -> np.ndarray:
-    """Gaussian-weighted moments (M0, Mxx, Myy, Mxy) of images (M, n, n), on the host: (M, 4).
-
-    The weight, of FWHM *weight_fwhm* arcsec, and the moments are centred on each image's
-    (row, col) (pixels, 0-based; x along columns) [default: the stamp centre]; as ngmix's
-    ``GaussMom``, up to a common normalisation that cancels in e and T.
-    """
-    xp, dev = namespace(images), device_of(images)
-    M, n = images.shape[0], images.shape[-1]
-    c = (n - 1) / 2.0
-    row = np.full(M, c) if row is None else np.asarray(row, np.float64)
-    col = np.full(M, c) if col is None else np.asarray(col, np.float64)
-    sig = weight_fwhm * FWHM_TO_SIGMA / pixel_scale
-    j = np.arange(n, dtype=np.float64)
-    dy, dx = j[None, :] - row[:, None], j[None, :] - col[:, None]                  # (M, n)
-    gy, gx = np.exp(-0.5 * dy * dy / sig ** 2), np.exp(-0.5 * dx * dx / sig ** 2)
-    # the weight is separable: sum_y gy(y) a(y) sum_x gx(x) b(x) I(y, x) for a, b in {1, d, d^2}
-    f = xp.astype(images, xp.float64)
-
-    def arr(a):
-        return xp.asarray(a, device=dev, dtype=xp.float64)
-
-    def proj(ay, bx):
-        t = xp.sum(f * arr(bx)[:, None, :], axis=2)                                  # (M, n) over x
-        return to_numpy(xp.sum(t * arr(ay), axis=1))
-
-    m0 = proj(gy, gx)
-    mxx = proj(gy, gx * dx * dx)
-    myy = proj(gy * dy * dy, gx)
-    mxy = proj(gy * dy, gx * dx)
-    return np.stack([m0, mxx, myy, mxy], axis=1) / (2 * math.pi * sig * sig)
-
-
-
-
-
 def measure(images: dict, *, pixel_scale: float, row=None, col=None, config: MetacalConfig | None = None,
             flags=None) -> dict:
     """e1, e2, T of each type, R11, R22 and flags from five images per object, as the engine returns them.
 
+    The shapes are measured by ``config.estimator`` (:mod:`bench.metacal.estimators`); an object
+    the estimator flags in any type gets flag 8 (moments undefined) and NaN, and the
+    estimator's own bits, OR-ed over the types, are returned as ``estimator_flags``.
+
     Parameters
     ----------
     images : dict of array, shape (N, n, n) or (N, B, n, n)
-        One batch per type in :data:`bench.metacal.TYPES` (any framework; moments on the host).
+        One batch per type in :data:`bench.metacal.TYPES` (any framework; measured on the host).
     pixel_scale : float
     row, col : array_like, shape (N,), optional
         Object centres, pixels. [default: the stamp centre]
     config : MetacalConfig, optional
-        Its ``weight_fwhm`` and ``step`` are used. [default: MetacalConfig()]
+        Its ``estimator``, ``weight_fwhm`` and ``step`` are used. [default: MetacalConfig()]
     flags : array_like of int, shape (N,) or (N, B), optional
         Flags already set (e.g. by :func:`metacal_images`); objects with bits 1, 2 or 4 get NaN.
     """
-    from .engine import _shapes
+    from .estimators import get_estimator
 
     config = config or MetacalConfig()
+    estimator = get_estimator(config.estimator)
     first = images[TYPES[0]]
     shape = tuple(first.shape)
     N, n = shape[0], shape[-1]
     B = shape[1] if len(shape) == 4 else 1
     x0, y0 = check_centres(row, col, N, n, B)
     c = (n - 1) / 2.0
-    mom = {t: pixel_moments(xp_reshape(images[t], (N * B, n, n)), y0 + c, x0 + c, pixel_scale=pixel_scale,
-                            weight_fwhm=config.weight_fwhm) for t in TYPES}
-    res = _shapes(mom, N * B, float(pixel_scale))
+    res = {}
+    flags_out = np.zeros(N * B, np.int32)
+    own = np.zeros(N * B, np.int64)
+    for t in TYPES:
+        batch = xp_reshape(images[t], (N * B, n, n))
+        r = estimator.measure(batch if estimator.device_arrays else to_numpy(batch), pixel_scale=float(pixel_scale),
+                              row=y0 + c, col=x0 + c, config=config)
+        f = np.asarray(r["flags"]).astype(np.int64)
+        if estimator.fourier_exact:        # the engine's own flag bits
+            flags_out |= f.astype(np.int32)
+        else:
+            own |= f
+            flags_out[f != 0] |= FLAG_BAD_MOMENTS
+        res.update({f"{t}_{k}": np.asarray(r[k], dtype=np.float64) for k in ("e1", "e2", "T")})
     old = np.zeros(N * B, np.int32) if flags is None else np.asarray(flags, np.int32).ravel()
-    res["flags"] = res["flags"] | old
-    void = (old & 7) != 0
+    res["flags"] = flags_out | old
+    void = ((old & 7) != 0) | ((flags_out & FLAG_BAD_MOMENTS) != 0)
     for k, v in res.items():
         if k != "flags":
             v[void] = np.nan
     step2 = 2 * config.step
     res["R11"] = (res["1p_e1"] - res["1m_e1"]) / step2
     res["R22"] = (res["2p_e2"] - res["2m_e2"]) / step2
+    if not estimator.fourier_exact:
+        res["estimator_flags"] = own
     lead = (N, B) if len(shape) == 4 else (N,)
     return {k: v.reshape(lead) for k, v in res.items()}
 
