@@ -27,8 +27,8 @@ and metric, when
 * more objects came back with a non-finite image (``n_images_failed``): PSNR and SSIM
   leave them out, so a method must not score better by failing on the hard ones.
 
-Runs of different datasets (spec name or cache key) are refused, exit 2, unless
-``--allow-other-dataset``: their PSNR, m and c are not comparable. It also fails when a
+Runs of different datasets (spec name or cache key), or of different shear estimators, are
+refused, exit 2, unless ``--allow-other-dataset``: their PSNR, m and c are not comparable. It also fails when a
 method of the baseline is missing from the current run (unless ``--allow-missing``), and when a figure the baseline has is null, NaN, infinite or (for a
 time) not positive in the current run: a method that stopped producing numbers has
 regressed. Exit 0 otherwise, printing the table either way; bad input exits 2. Methods
@@ -80,7 +80,13 @@ BIASES = tuple((col, err, f"|{label}|") for col, err, _, label in BIAS_COLUMNS)
 
 
 def check_same_dataset(baseline: dict, current: dict) -> None:
-    """Raise a BenchValueError naming both when the two runs are of different datasets."""
+    """Raise a BenchValueError naming both when the two runs are of different datasets, or measured
+    their shapes with different shear estimators."""
+    eb, ec = ((r.get("deconvbench") or {}).get("metacal", {}).get("estimator", "gaussmom") for r in (baseline, current))
+    if eb != ec:
+        raise BenchValueError(f"the baseline {baseline.get('label', '')!r} measured shapes with the {eb!r} estimator and "
+                              f"the current {current.get('label', '')!r} with {ec!r}: their m and c are not comparable "
+                              f"(--allow-other-dataset compares them anyway)")
     (nb, kb), (nc, kc) = dataset_identity(baseline), dataset_identity(current)
     if nb is None or nc is None:
         return               # a file that does not say: nothing to compare

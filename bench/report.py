@@ -35,7 +35,7 @@ CONVENTIONS = (
     "PSNR against the truth stamp with that stamp's data range (max - min); "
     "SSIM with an 11x11 Gaussian window (sigma 1.5, truncate 3.5), population covariances, "
     "K1 = 0.01, K2 = 0.03, averaged over bands; m and c from the paired +-g quads "
-    "(g_obs = (1 + m) g + c) with jackknife errors over groups of whole quads, bands averaged "
+    "(g_obs = (1 + m) g + c) with jackknife errors over 100 blocks of whole quads (fixed by quad id), bands averaged "
     "with equal weights, over the whole dataset; an object metacal flags (including |e| >= 1, a "
     "noise-dominated stamp) drops its whole quad. Times are medians over rounds after a warm-up call, "
     "per 5000 samples, on the dataset's first 5000; warm-up and JIT compilation are reported apart. "
@@ -46,7 +46,9 @@ CONVENTIONS = (
     "centre, the method deconvolves each with the reconvolution PSF, and the moments are measured on "
     "its output); their PSNR and SSIM score the method's output on the noshear metacal image (whose "
     "noise includes the correction's field, so sqrt(2) times the stamp's) against the same truth. "
-    "NAME-metacal methods are networks fine-tuned on metacal's images for the second placement only."
+    "NAME-metacal methods are networks fine-tuned on metacal's images for the second placement only. "
+    "The shapes are measured by the run's shear estimator (settings below); a row named [admom] by "
+    "ngmix's adaptive moments on the drawn metacal images."
 )
 
 
@@ -138,7 +140,10 @@ def _metacal_line(m) -> str:
     if not m:
         return "settings not recorded (a run before the noise correction: no correction)"
     corr = f"noise correction on (seed {m.get('noise_seed')})" if m.get("noise_correction") else "no noise correction"
-    return f"kernel {m.get('kernel')}, {corr}, step {m.get('step')}, weight FWHM {m.get('weight_fwhm')} arcsec"
+    est = m.get("estimator", "gaussmom")              # files before the estimator was recorded used gaussmom
+    how = (f"Gaussian-weighted moments (gaussmom), weight FWHM {m.get('weight_fwhm')} arcsec" if est == "gaussmom"
+           else f"estimator {est}" + (" (ngmix's adaptive moments)" if est == "admom" else ""))
+    return f"kernel {m.get('kernel')}, {corr}, step {m.get('step')}, shapes by {how}"
 
 
 STYLE = ("body{font-family:sans-serif;max-width:1180px;margin:auto;padding:0 12px}"

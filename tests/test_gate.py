@@ -145,6 +145,12 @@ def test_gate_refuses_runs_of_different_datasets(tmp_path):
     c.write_text(json.dumps(_run(by, "ci", key="k2")))
     r = run_module("bench.compare", b, c)
     assert r.returncode == 2 and "cache key k1" in r.stderr and "cache key k2" in r.stderr
+    # one dataset, two shear estimators
+    admom = _run(by, "ci")
+    admom["deconvbench"]["metacal"] = {"estimator": "admom"}
+    c.write_text(json.dumps(admom))
+    r = run_module("bench.compare", b, c)
+    assert r.returncode == 2 and "'gaussmom' estimator" in r.stderr and "'admom'" in r.stderr, r.stderr
 
 
 def test_baseline_without_replicates_falls_back_and_says_so(tmp_path):
