@@ -116,6 +116,11 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         "dataset_name": _SESSION.get("dataset_name"), "dataset_key": _SESSION.get("dataset_key"),
         "streamed": _SESSION.get("streamed"), "peak_rss_bytes": process_peak_rss(),
     }
+    from bench.metrics import get_metric_class, list_metrics
+    # each metric's columns, declared once, travel with the file: the report shows a plugin's metric
+    # without importing the plugin
+    output_json["deconvbench"]["metrics"] = [{"name": n, "columns": [asdict(c) for c in get_metric_class(n).columns]}
+                                             for n in list_metrics()]
     from bench import gallery
     if gallery.payload() is not None:
         output_json["deconvbench"]["gallery"] = gallery.payload()

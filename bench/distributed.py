@@ -211,8 +211,8 @@ def run_slice(source: str, start: int, stop: int, *, metacal_kwargs: dict, metho
     a dataset cache; a cache whose own ``spec`` attribute disagrees is refused. Without it
     (an input file of ``python -m bench.metacal``) they come from the file's attributes.
 
-    Returns the metacal outputs and, with *quality*, per-object PSNR and SSIM against
-    ``truth`` (band means; NaN where the method's output is not finite). With *validate*
+    Returns the metacal outputs and, with *quality*, every registered metric's per-object values
+    (PSNR and SSIM against ``truth``, ...) (band means; NaN where the method's output is not finite). With *validate*
     the slice's values are checked first, errors naming the object's index in the file.
     """
     import h5py
@@ -256,7 +256,7 @@ def run_arrays(data: dict, start: int, stop: int, *, pixel_scale: float, metacal
             m = _METHODS[(method, device)]
     return pipeline.measure_chunk(data, pixel_scale=pixel_scale, config=cfg, method=m, device=device,
                                   placement=placement, noise_pairing=(spec or {}).get("noise_pairing", "independent"),
-                                  start=start, quality=quality and "truth" in data, validate=validate)
+                                  start=start, quality=quality, validate=validate)
 
 
 def _manifest(work_dir: Path, identity: dict) -> None:

@@ -13,6 +13,40 @@ Settings are pinned, because libraries' defaults differ:
 
 :class:`ImageQualityMetric` accumulates over batches and aggregates per SNR bin.
 
+The metric interface
+--------------------
+Everything the benchmark reports per SNR bin is a :class:`Metric`: per-object values computed
+where the chunk is measured (:meth:`Metric.per_object`, on a Dask worker too), accumulated over
+chunks (:meth:`Metric.update`) and aggregated per SNR bin and over all (:meth:`Metric.compute`).
+Each metric declares its JSON columns once (:attr:`Metric.columns`); the benchmark's rows
+(:mod:`bench.schema`), the file checks (:mod:`bench.results`) and the report's per-bin table
+(:mod:`bench.tables`) read them from the registry, so a new metric is one module and a
+:func:`register_metric`::
+
+    @register_metric("flux-ratio")
+    class FluxRatio(Metric):
+        needs_image = True
+        columns = (Column("flux_ratio", "flux out / true"),)
+
+        def __init__(self, spec):
+            self.sums = {}
+
+        @classmethod
+        def per_object(cls, *, deconvolved, truth, shapes):
+            return {"flux_ratio": deconvolved.sum(axis=(-2, -1)).mean(1) / truth.sum(axis=(-2, -1)).mean(1)}
+
+        def update(self, values, *, snr_bin, quad_id, shear_sign, shapes):
+            for b, v in zip(snr_bin, values["flux_ratio"]):
+                self.sums.setdefault(int(b), []).append(v)
+
+        def compute(self):
+            out = {b: {"flux_ratio": float(np.mean(v))} for b, v in self.sums.items()}
+            out["all"] = {"flux_ratio": float(np.mean(np.concatenate(list(self.sums.values()))))}
+            return out
+
+The built-in metrics are ``image-quality`` (PSNR and SSIM, :class:`ImageQuality`) and
+``shear-bias`` (m, c1, c2, :class:`ShearBiasFromShapes`).
+
 References
 ----------
 Wang, Bovik, Sheikh & Simoncelli 2004, IEEE TIP 13, 600.
@@ -20,9 +54,13 @@ Wang, Bovik, Sheikh & Simoncelli 2004, IEEE TIP 13, 600.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
 import numpy as np
 
-from .errors import BenchValueError
+from .errors import BenchTypeError, BenchValueError, unknown_name
+from .shear import ShearBiasMetric, combine_bands
 
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5
@@ -138,3 +176,180 @@ class ImageQualityMetric:
                          "psnr_p16": p16, "psnr_p84": p84, "ssim_p16": s16, "ssim_p84": s84,
                          "n": int(sel.sum()), "n_failed": nf})
         return pd.DataFrame(rows).set_index("snr_bin")
+
+
+# --------------------------------------------------------------------------- the metric interface
+@dataclass(frozen=True)
+class Column:
+    """One JSON column of a per-bin row.
+
+    Parameters
+    ----------
+    name : str
+        The key in ``by_snr`` rows.
+    heading : str
+        How tables head it. [default: the name]
+    kind : {"number", "series"}
+        One number (or null) per row, or a list of them (e.g. jackknife replicates, kept out of
+        tables). [default: "number"]
+    fmt : str
+        Format spec of the tables. [default: ".4g"]
+    table : bool
+        Shown in the report's per-bin table. [default: True for numbers]
+    """
+
+    name: str
+    heading: str = ""
+    kind: str = "number"
+    fmt: str = ".4g"
+    table: bool = True
+
+
+class Metric(ABC):
+    """A quantity reported per SNR bin: per-object values, accumulated, aggregated.
+
+    Class attributes: ``name`` (set by :func:`register_metric`), ``columns`` (the JSON columns
+    it writes, :class:`Column`), ``needs_image`` (True: only for methods that return images;
+    :meth:`per_object` then gets the method's deconvolved stamps and the truth). An instance
+    is made per benchmark row with the dataset's spec.
+    """
+
+    name: str = ""
+    columns: tuple = ()
+    needs_image: bool = False
+
+    def __init__(self, spec=None):
+        self.spec = spec
+
+    @classmethod
+    def per_object(cls, *, deconvolved, truth, shapes) -> dict:
+        """Per-object values of one chunk, computed where it is measured (a Dask worker too): a
+        class method, since it runs far from the instance that accumulates.
+
+        Parameters
+        ----------
+        deconvolved, truth : numpy.ndarray, shape (N, B, n, n) or None
+            The method's output (the noshear image's, after the shear) and the truth; None
+            for a method without images.
+        shapes : dict of numpy.ndarray
+            The chunk's metacal output (per object and band).
+
+        Returns
+        -------
+        dict of numpy.ndarray, each (N,)
+            Keys unique to this metric; they travel with the chunk's output. [default: none]
+        """
+        return {}
+
+    @abstractmethod
+    def update(self, values: dict, *, snr_bin, quad_id, shear_sign, shapes) -> None:
+        """Accumulate one chunk: its :meth:`per_object` values, labels (N,) and metacal output."""
+
+    @abstractmethod
+    def compute(self) -> dict:
+        """{bin label or ``"all"``: {column: value}} over everything accumulated."""
+
+
+_METRICS: dict[str, type] = {}
+
+
+def register_metric(name: str):
+    """Class decorator: register a :class:`Metric` subclass under *name* (the order of registration
+    is the order of the columns)."""
+    def deco(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Metric)):
+            raise BenchTypeError(f"metric {name!r} must be a Metric subclass, got {cls!r}")
+        cls.name = name
+        _METRICS[name] = cls
+        return cls
+    return deco
+
+
+def list_metrics() -> list[str]:
+    """Registered metric names, in registration order (the built-ins first)."""
+    return list(_METRICS)
+
+
+def get_metric_class(name: str) -> type:
+    list_metrics()
+    if name not in _METRICS:
+        raise unknown_name("metric", name, list(_METRICS))
+    return _METRICS[name]
+
+
+def metric_columns() -> list:
+    """Every registered metric's :class:`Column`, in order."""
+    return [c for name in list_metrics() for c in _METRICS[name].columns]
+
+
+def make_metrics(spec, *, images: bool) -> list:
+    """One instance of each registered metric for a benchmark row (image metrics only with *images*)."""
+    classes = [_METRICS[name] for name in list_metrics()]
+    return [cls(spec) for cls in classes if images or not cls.needs_image]
+
+
+@register_metric("image-quality")
+class ImageQuality(Metric):
+    """PSNR and SSIM against the truth (:class:`ImageQualityMetric`), per bin: means, spread, failures."""
+
+    needs_image = True
+    columns = (Column("psnr_db", "PSNR (dB)", fmt=".2f"), Column("ssim", "SSIM", fmt=".3f"),
+               Column("psnr_p16", table=False), Column("psnr_p84", table=False),
+               Column("ssim_p16", table=False), Column("ssim_p84", table=False),
+               Column("n_images_failed", "non-finite", fmt=".0f"))
+
+    def __init__(self, spec=None):
+        super().__init__(spec)
+        self._m = ImageQualityMetric()
+
+    @classmethod
+    def per_object(cls, *, deconvolved, truth, shapes):
+        if deconvolved is None:
+            return {}
+        p, s = object_scores(deconvolved, truth)
+        return {"psnr": p, "ssim": s}
+
+    def update(self, values, *, snr_bin, quad_id, shear_sign, shapes):
+        self._m.add(values["psnr"], values["ssim"], snr_bin)
+
+    def compute(self):
+        q = self._m.compute()
+        out = {}
+        for label, r in q.iterrows():
+            out[label] = {"n": int(r["n"]), "psnr_db": float(r["psnr_mean"]), "ssim": float(r["ssim_mean"]),
+                          "n_images_failed": int(r["n_failed"]),
+                          **{k: float(r[k]) for k in ("psnr_p16", "psnr_p84", "ssim_p16", "ssim_p84")}}
+        return out
+
+
+@register_metric("shear-bias")
+class ShearBiasFromShapes(Metric):
+    """m, c1, c2 per SNR bin from the metacal shapes, bands averaged (:class:`ShearBiasMetric`), with
+    their jackknife errors and leave-one-block-out replicates. *spec* gives the applied shear."""
+
+    columns = (Column("m", "m", fmt="+.4f"), Column("m_err", "m err", fmt=".4f"),
+               Column("c", "c1", fmt="+.4f"), Column("c_err", "c1 err", fmt=".4f"),
+               Column("c2", "c2", fmt="+.4f"), Column("c2_err", "c2 err", fmt=".4f"),
+               Column("n_quads", table=False), Column("n_quads_dropped", "quads dropped", fmt=".0f"),
+               Column("m_jackknife", kind="series", table=False), Column("c1_jackknife", kind="series", table=False),
+               Column("c2_jackknife", kind="series", table=False))
+
+    def __init__(self, spec=None):
+        super().__init__(spec)
+        self._m = ShearBiasMetric(spec.shear)
+
+    def update(self, values, *, snr_bin, quad_id, shear_sign, shapes):
+        self._m.update(combine_bands(shapes), quad_id=quad_id, shear_sign=shear_sign, snr_bin=snr_bin)
+
+    def compute(self):
+        def num(v):
+            return float(v) if np.isfinite(v) else None
+
+        out = {}
+        for label, b in self._m.compute(replicates=True).iterrows():
+            out[label] = {"m": num(b.m), "m_err": num(b.m_err), "c": num(b.c1), "c_err": num(b.c1_err),
+                          "c2": num(b.c2), "c2_err": num(b.c2_err), "n_quads": int(b.n_quads),
+                          "n_quads_dropped": int(b.n_dropped),
+                          "m_jackknife": list(b.m_jackknife), "c1_jackknife": list(b.c1_jackknife),
+                          "c2_jackknife": list(b.c2_jackknife)}
+        return out

@@ -208,8 +208,9 @@ def measure_chunk(data: dict, *, pixel_scale: float, config: MetacalConfig | Non
         Index of the chunk's first object in the whole input: drawn fields are keyed by it,
         so the result does not depend on the chunking; messages name objects by it. [default: 0]
     quality : bool
-        Add per-object ``psnr`` and ``ssim`` (band means) of the method's output against
-        ``truth``. [default: False]
+        Add every registered metric's per-object values (:meth:`bench.metrics.Metric.per_object`:
+        ``psnr`` and ``ssim``, band means of the method's output against ``truth``, and any
+        other). [default: False]
     validate : bool
         Check the chunk's values first. [default: False]
 
@@ -217,7 +218,7 @@ def measure_chunk(data: dict, *, pixel_scale: float, config: MetacalConfig | Non
     -------
     dict
         :func:`run`'s metacal output (per object, with ``time_s`` the chunk's method +
-        metacal + measurement time), and ``psnr``, ``ssim`` with *quality* and an image.
+        metacal + measurement time), and the metrics' per-object values with *quality*.
     """
     config = config or MetacalConfig()
     n = len(data["image"])
@@ -233,9 +234,16 @@ def measure_chunk(data: dict, *, pixel_scale: float, config: MetacalConfig | Non
                    noise_keys=np.arange(start, start + n), device=device, placement=placement)
     if config.noise_correction and data.get("noise") is None:
         res["noise_seed"] = np.int64(config.noise_seed)        # the fields were drawn from this seed
-    if quality and dec is not None:
-        from .metrics import object_scores
-        res["psnr"], res["ssim"] = object_scores(dec, data["truth"])
+    if quality:
+        from .metrics import get_metric_class, list_metrics
+        truth = data.get("truth")
+        four = None if dec is None else (dec if dec.ndim == 4 else dec[:, None])
+        truth4 = None if truth is None else (truth if truth.ndim == 4 else truth[:, None])
+        for name in list_metrics():
+            cls = get_metric_class(name)
+            if cls.needs_image and (four is None or truth4 is None):
+                continue
+            res.update(cls.per_object(deconvolved=four, truth=truth4, shapes=res))
     return res
 
 

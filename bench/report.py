@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .figures import M_GOAL_PLACEMENT, gallery, history_plot, plots
 from .history import expand, ordered, trend_table
-from .results import (M_GOAL, NOT_METACAL, galsim_loop_time, load_run, reference_time, rows,  # noqa: F401
+from .results import (metric_columns_of, M_GOAL, NOT_METACAL, galsim_loop_time, load_run, reference_time, rows,  # noqa: F401
                       speedups)
 from .tables import (SORT_SCRIPT, best_per_bin, by_snr_table, comparison_table, display,  # noqa: F401
                      grouped_tables, html_table, markdown_table, summary_table)
@@ -179,9 +179,10 @@ def build(runs, out: Path, *, with_gallery: bool = True, history: list | None = 
         suffix = f": {run['label']}" if len(runs) > 1 else ""
         for title, part in grouped_tables(rows(run)):
             sections.append((title + suffix, display(part), True))
-        per_bin = by_snr_table(rows(run))
+        declared = metric_columns_of(run)
+        per_bin = by_snr_table(rows(run), declared)
         if len(per_bin):
-            sections.append(("Per SNR bin" + suffix, display(per_bin), False))
+            sections.append(("Per SNR bin" + suffix, display(per_bin, declared), False))
     if len(runs) > 1:
         sections.append(("Side by side: time per 5000 samples (s)", display(comparison_table(runs)), True))
     if history and len(history) > 1:

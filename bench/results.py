@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from .errors import BenchFileError, BenchValueError
-from .schema import BIN_NUMBERS, BIN_SERIES
+from .schema import bin_numbers, bin_series
 
 M_GOAL = 2e-3
 NOT_METACAL = ("reference-workload", "simulation", "wiener-fftw[pyfftw-vs-scipy]")   # no GalSim-loop speed-up
@@ -56,10 +56,12 @@ def _check_schema(data: dict, path) -> None:
         if by is not None and not (isinstance(by, list) and all(isinstance(r, dict) for r in by)):
             raise BenchValueError(f"{where}: by_snr must be a list of objects, got {type(by).__name__}")
         for r in by or []:
-            for k in BIN_NUMBERS:
+            declared = [c.name for c in metric_columns_of(data) if c.kind == "number"]
+            for k in dict.fromkeys(bin_numbers() + tuple(declared)):
                 if not number(r.get(k)):
                     raise BenchValueError(f"{where}: by_snr {k} must be a number or null, got {r.get(k)!r}")
-            for k in BIN_SERIES:
+            for k in dict.fromkeys(bin_series() + tuple(c.name for c in metric_columns_of(data)
+                                                         if c.kind == "series")):
                 v = r.get(k)
                 if v is not None and not (isinstance(v, list) and all(number(x) for x in v)):
                     raise BenchValueError(f"{where}: by_snr {k} must be a list of numbers or null, "
@@ -67,6 +69,24 @@ def _check_schema(data: dict, path) -> None:
     if not ours:
         raise BenchValueError(f"{path!r} holds no deconvbench benchmarks (no extra_info.method): "
                               f"write it with pytest bench/ --benchmark-json")
+
+
+def metric_columns_of(run: dict) -> list:
+    """The per-bin columns a run's metrics declared (``deconvbench.metrics`` in the file), as
+    :class:`bench.metrics.Column`; the registry's for a file written before they were recorded.
+    A metric registered by a plugin the reader never imports is shown all the same."""
+    from .metrics import Column, metric_columns
+
+    declared = (run.get("deconvbench") or {}).get("metrics")
+    if not isinstance(declared, list):
+        return metric_columns()
+    fields = set(Column.__dataclass_fields__)
+    out = []
+    for m in declared:
+        for c in (m.get("columns") or []) if isinstance(m, dict) else []:
+            if isinstance(c, dict) and isinstance(c.get("name"), str):
+                out.append(Column(**{k: v for k, v in c.items() if k in fields}))
+    return out
 
 
 def dataset_identity(run: dict) -> tuple[str | None, str | None]:

@@ -260,3 +260,4 @@ def shear_bias(out: dict, *, quad_id, shear_sign, g: float, snr_bin=None, n_jack
     metric = ShearBiasMetric(g, n_jackknife=n_jackknife)
     metric.update(out, quad_id=quad_id, shear_sign=shear_sign, snr_bin=snr_bin)
     return metric.compute(by_bin=snr_bin is not None)
+

@@ -91,29 +91,39 @@ def grouped_tables(df) -> list:
     return out
 
 
-def display(df):
-    """The table as a reader sees it: values and their errors as '+0.0431 ± 0.0053', one number
-    format per column (FORMATS), headers with units."""
+def _formats(columns=None):
+    """(formats, headers): this module's, then each metric column's own (*columns*, or the registry's)."""
+    from .metrics import metric_columns
+    cols = metric_columns() if columns is None else columns
+    return ({**{c.name: c.fmt for c in cols}, **FORMATS},
+            {**{c.name: c.heading or c.name for c in cols}, **HEADERS})
+
+
+def display(df, columns=None):
+    """The table as a reader sees it: values and their errors as '+0.0431 ± 0.0053' (a column X
+    beside X_err), one number format per column (FORMATS, then the metrics' own: *columns*, a run's
+    declared :class:`bench.metrics.Column` list, or the registry's), headers with units."""
     import pandas as pd
 
+    formats, headers = _formats(columns)
     out = pd.DataFrame(index=df.index)
     for col in df.columns:
-        if col in ("m_err", "c_err"):
+        if col.endswith("_err") and col[:-4] in df.columns:
             continue
         vals = df[col]
-        err = df.get(col + "_err") if col in ("m", "c") else None
-        spec = FORMATS.get(col, ".4g")
+        err = df.get(col + "_err")
+        spec = formats.get(col, ".4g")
         cells = []
         for i, v in enumerate(vals):
             if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
                 cell = _fmt(int(v) if spec == "d" and np.isfinite(v) else float(v), spec)
                 e = None if err is None else err.iloc[i]
                 if cell != "-" and e is not None and np.isfinite(e):
-                    cell += " ± " + _fmt(float(e), FORMATS[col + "_err"])
+                    cell += " ± " + _fmt(float(e), formats.get(col + "_err", ".4g"))
             else:
                 cell = "-" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
             cells.append(cell)
-        out[HEADERS.get(col, col)] = cells
+        out[headers.get(col, col)] = cells
     return out
 
 
@@ -165,10 +175,16 @@ document.querySelectorAll('table.sortable th').forEach(function (th, col) {
 """
 
 
-def by_snr_table(df):
-    """One row per method and SNR bin: PSNR, SSIM, m and c with errors (methods rows only, no '+metacal' twins)."""
+def by_snr_table(df, columns=None):
+    """One row per method and SNR bin with every metric's table columns (PSNR, SSIM, m and c with
+    errors, and any metric a user registers: :func:`bench.metrics.register_metric`); methods rows
+    only, no '+metacal' twins. *columns*: the run's declared :class:`bench.metrics.Column` list
+    (:func:`bench.results.metric_columns_of`). [default: the registry's]"""
     import pandas as pd
 
+    from .metrics import metric_columns
+    columns = metric_columns() if columns is None else columns
+    cols = [c.name for c in columns if c.kind == "number" and c.table]
     out = []
     for _, r in df.iterrows():
         if not r["by_snr"] or r["method"].endswith("+metacal"):
@@ -177,10 +193,10 @@ def by_snr_table(df):
             out.append({"method": r["method"], "placement": r["placement"] if isinstance(r["placement"], str) else "-",
                         "snr": "all" if b.get("snr_bin") == "all"
                         else f"{b['snr_lo']:g}-{b['snr_hi']:g}", "n": b.get("n"),
-                        "psnr_db": b.get("psnr_db"), "ssim": b.get("ssim"), "m": b.get("m"),
-                        "m_err": b.get("m_err"), "c": b.get("c"), "c_err": b.get("c_err"),
-                        "quads_dropped": b.get("n_quads_dropped")})
-    return pd.DataFrame(out)
+                        **{c: b.get(c) for c in cols}})
+    table = pd.DataFrame(out)
+    # a column no row has (a metric of images in a run of metacal rows only) is left out
+    return table[[c for c in table.columns if c not in cols or table[c].notna().any()]] if len(table) else table
 
 
 def best_per_bin(df):

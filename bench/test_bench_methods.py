@@ -42,10 +42,9 @@ from bench.distributed import SHARD_SIZE, shard_bounds
 from bench.memory import measure_peak
 from bench.metacal import metacal
 from bench.metacal.noise import rotate_in
-from bench.metrics import ImageQualityMetric
+from bench.metrics import make_metrics
 from bench.pipeline import PLACEMENTS, measure_dataset, paired_noise, shear_then_deconvolve
 from bench.schema import snr_rows
-from bench.shear import ShearBiasMetric, combine_bands
 from methods import get_method, get_method_class, list_methods
 from methods.registry import best_device
 
@@ -80,7 +79,7 @@ def _method_or_skip(name, placement=None):
 
 
 def _chunk_results(dataset, name, cls, device, method, client, config, placement=PLACEMENTS[0]):
-    """(slice, metacal output, per-object PSNR, SSIM or None) for each chunk, in sample order.
+    """(slice, metacal output with the metrics' per-object values) for each chunk, in sample order.
 
     In this process, or as shards on a Dask cluster (``--scheduler`` / ``--dask-workers``)
     reading the dataset's HDF5 cache; both give the same numbers (tests/test_distributed.py).
@@ -95,18 +94,17 @@ def _chunk_results(dataset, name, cls, device, method, client, config, placement
         from dataclasses import asdict
         kwargs = {k: v for k, v in asdict(config).items() if k != "chunk"}
         paths = run_shards(client, dataset.path, len(dataset), work, shard_size=CHUNK, metacal_kwargs=kwargs,
-                           method=name, device=device, quality=cls.produces_image,
+                           method=name, device=device, quality=True,
                            placement=placement, dataset=dataset_params(dataset.spec))
         for (a, b), path in zip(bounds, paths):
             with np.load(path) as f:
                 res = {k: f[k] for k in f.files}
-            yield slice(a, b), res, res.pop("psnr", None), res.pop("ssim", None)
+            yield slice(a, b), res
         shutil.rmtree(work, ignore_errors=True)
         return
     runs = method if (cls.produces_image or placement != PLACEMENTS[0]) else None
-    for sl, res in measure_dataset(dataset, runs, config=config, device=device, placement=placement,
-                                   quality=cls.produces_image, chunk=CHUNK):
-        yield sl, res, res.pop("psnr", None), res.pop("ssim", None)
+    yield from measure_dataset(dataset, runs, config=config, device=device, placement=placement, quality=True,
+                               chunk=CHUNK)
 
 
 def _turned(noise):
@@ -115,22 +113,20 @@ def _turned(noise):
 
 
 def _by_snr(dataset, name, cls, device, method, client, config, placement=PLACEMENTS[0]):
-    """PSNR/SSIM (if the method makes images) and m, c per SNR bin over the whole dataset.
+    """Every registered metric per SNR bin over the whole dataset (PSNR/SSIM if the method makes
+    images; m, c; any metric a user registers, :func:`bench.metrics.register_metric`).
 
     One pass in chunks of CHUNK samples; the metrics accumulate (update) and aggregate
     at the end (compute). Returns (rows, number of flagged objects).
     """
-    quality = ImageQualityMetric() if cls.produces_image else None
-    shear = ShearBiasMetric(dataset.spec.shear)
+    metrics = make_metrics(dataset.spec, images=cls.produces_image)
     nflag = 0
-    for sl, res, p, s in _chunk_results(dataset, name, cls, device, method, client, config, placement):
-        if quality is not None:
-            quality.add(p, s, dataset["snr_bin"][sl])
-        shear.update(combine_bands(res), quad_id=dataset["quad_id"][sl],
-                     shear_sign=dataset["shear_sign"][sl], snr_bin=dataset["snr_bin"][sl])
+    for sl, res in _chunk_results(dataset, name, cls, device, method, client, config, placement):
+        labels = {k: dataset[k][sl] for k in ("snr_bin", "quad_id", "shear_sign")}
+        for metric in metrics:
+            metric.update(res, shapes=res, **labels)
         nflag += int(np.count_nonzero(res["flags"]))
-    rows = snr_rows(dataset.spec.snr_bins, quality=quality.compute() if quality is not None else None,
-                    shear=shear.compute(replicates=True))
+    rows = snr_rows(dataset.spec.snr_bins, [metric.compute() for metric in metrics])
     return rows, nflag
 
 

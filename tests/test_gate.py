@@ -15,7 +15,8 @@ import pytest
 from bench.compare import compare, paired_bias_changes
 from bench.errors import BenchValueError
 from bench.schema import snr_rows
-from bench.shear import ShearBiasMetric, bias_from_quad_sums, combine_bands, jackknife_blocks
+from bench.metrics import ShearBiasFromShapes
+from bench.shear import bias_from_quad_sums, combine_bands, jackknife_blocks
 from conftest import run_module
 
 
@@ -48,9 +49,9 @@ def ci_metacal(tmp_path_factory):
 
 
 def _by_snr(out, labels, spec):
-    metric = ShearBiasMetric(spec.shear)
-    metric.update(out, **labels)
-    return snr_rows(spec.snr_bins, shear=metric.compute(replicates=True))
+    metric = ShearBiasFromShapes(spec)
+    metric.update(out, shapes=out, **labels)
+    return snr_rows(spec.snr_bins, [metric.compute()])
 
 
 def _changed(out, *, shrink=0.0, additive=0.0):
