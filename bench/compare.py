@@ -170,7 +170,7 @@ def compare(baseline: dict, current: dict, *, time_threshold: float = 0.25, psnr
     rb, rc = reference_time(b), reference_time(c)
     if not rb or not rc:
         raise BenchValueError("both files need the reference-workload benchmark "
-                              "(bench/test_bench_core.py::test_reference_workload) to normalise times")
+                              "(bench/test_suite/test_bench_core.py::test_reference_workload) to normalise times")
     factor, probes = machine_factor(b, c)
     b = b.drop_duplicates("method").set_index("method")
     c = c.drop_duplicates("method").set_index("method")

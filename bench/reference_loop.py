@@ -4,7 +4,7 @@ It does what ngmix 2.4.2 does per object: interpolate image and PSF with
 ``InterpolatedImage`` (lanczos15), deconvolve the PSF, shear, reconvolve with the
 target PSF, ``drawImage(method='no_pixel')``, and measure Gaussian-weighted moments
 (weight on the object's centre). It exists as the speed reference of the benchmark
-suite (``bench/test_bench_core.py``); :func:`bench.metacal.metacal` is the tool.
+suite (``bench/test_suite/test_bench_core.py``); :func:`bench.metacal.metacal` is the tool.
 """
 
 from __future__ import annotations

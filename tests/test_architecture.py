@@ -151,6 +151,11 @@ def test_the_wheel_holds_every_package_and_spec(tmp_path):
     assert {"bench", "bench.metacal", "methods", "methods.dwdn", "methods.resnet_jax"} <= packages
     missed = [p for p in packages if not any(fnmatch.fnmatch(p, pat) for pat in include)]
     assert not missed, f"packages a wheel would leave out: {missed}"
+    # the benchmark suite is run from a checkout (pytest bench/), never installed: its folder is no
+    # package, so the wheel leaves it out
+    suite = ROOT / "bench" / "test_suite"
+    assert (suite / "conftest.py").exists() and not (suite / "__init__.py").exists()
+    assert not [p for p in packages if "test" in p]
     (dest, globs), = cfg["data-files"].items()
     shipped = {Path(f).stem for g in globs for f in glob.glob(str(ROOT / g))}
     assert shipped == {p.stem for p in (ROOT / "datasets").glob("*.toml")} and "default" in shipped
