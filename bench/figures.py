@@ -66,7 +66,7 @@ def m_vs_snr_figure(runs):
     """m against SNR with errors, one panel per placement, one colour per method in both."""
     import matplotlib.pyplot as plt
 
-    curves = []          # (placement, label, base method, x, m, err, dashed)
+    curves = []          # (placement, label, base method, x, m, err, line style)
     for k, run in enumerate(runs):
         df = rows(run)
         # methods without an image of their own (fourier) are the exact engine in the first placement
@@ -85,9 +85,11 @@ def m_vs_snr_figure(runs):
                     r["base_method"] in no_image or all(q.get("psnr_db") is None for q in rs)):
                 continue            # (a second-placement row scores its output's PSNR unless it has none)
             dashed = "[no-correction]" in r["method"]
-            label = r["base_method"] + (", no noise correction" if dashed else "")
+            admom = "[admom]" in r["method"]
+            label = r["base_method"] + (", no noise correction" if dashed else "") + (", admom" if admom else "")
             label += f" ({run['label']})" if len(runs) > 1 else ""
-            curves.append((_placement_of(r), label, r["base_method"], x * (1 + 0.04 * k), m, e, dashed))
+            style = "--" if dashed else ":" if admom else "-"
+            curves.append((_placement_of(r), label, r["base_method"], x * (1 + 0.04 * k), m, e, style))
     placements = [p for p in PLACEMENT_TITLES if any(c[0] == p for c in curves)] or ["deconvolve-then-shear"]
     colour = method_colours(runs)
     fig, axes = plt.subplots(1, len(placements), figsize=(6.2 * len(placements), 4.2), squeeze=False)
@@ -95,9 +97,9 @@ def m_vs_snr_figure(runs):
         if placement == "shear-then-deconvolve":
             ax.axhspan(-M_GOAL_PLACEMENT, M_GOAL_PLACEMENT, color="0.94", label=f"|m| < {M_GOAL_PLACEMENT:g}")
         ax.axhspan(-M_GOAL, M_GOAL, color="0.85", label=f"|m| < {M_GOAL:g}")
-        for i, (p, label, base, x, m, e, dashed) in enumerate(c for c in curves if c[0] == placement):
+        for i, (p, label, base, x, m, e, style) in enumerate(c for c in curves if c[0] == placement):
             ax.errorbar(x * (1 + 0.02 * (i % 5 - 2)), m, yerr=e, capsize=3, label=label, color=colour[base],
-                        linestyle="--" if dashed else "-", marker="s" if dashed else "o", ms=4)
+                        linestyle=style, marker={"--": "s", ":": "^"}.get(style, "o"), ms=4)
         _snr_axis(ax)
         ax.set_ylabel("m")
         ax.axhline(0, color="k", lw=0.5)
