@@ -15,10 +15,23 @@ def reference():
         return {k: f[k] for k in f.files}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """One temporary cache for the session, in this process and every process it starts: the
+    tests never write datasets into the checkout (nor FFTW wisdom into the home folder), and a
+    dataset is still simulated once however many tests (or training commands) load it."""
+    from bench.dataset import CACHE_ENV
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(path))
+        mp.setenv("DECONVBENCH_CACHE", str(path))
+        yield path
+
+
 @pytest.fixture(scope="session")
-def smoke(tmp_path_factory):
+def smoke(session_cache):
     from bench.dataset import load_dataset
-    return load_dataset("smoke", cache_dir=tmp_path_factory.mktemp("cache"), progress=False, workers=2)
+    return load_dataset("smoke", progress=False, workers=2)        # the session cache: the one train() reads
 
 
 def run_module(module, *args, env=None, cwd=ROOT):
