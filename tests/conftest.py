@@ -39,6 +39,24 @@ def run_module(module, *args, env=None, cwd=ROOT):
                           text=True, cwd=cwd, env=env, timeout=300)
 
 
+def invoke(module: str, args, capsys) -> tuple[int, str]:
+    """(exit code, stderr) of ``python -m module ARGS``, run in this process: what ``python -m``
+    runs (:func:`bench.cli.run_cli` around ``main``) without a new interpreter's start-up."""
+    import importlib
+
+    from bench.cli import run_cli
+
+    mod = importlib.import_module(module)
+    if not hasattr(mod, "main"):
+        mod = importlib.import_module(module + ".__main__")
+    capsys.readouterr()
+    try:
+        rc = run_cli(mod.main, [str(a) for a in args], prog=f"python -m {module}")
+    except SystemExit as e:            # argparse's own usage errors
+        rc = e.code
+    return rc, capsys.readouterr().err
+
+
 def assert_same_to_rounding(actual, desired, key=""):
     """Metacal outputs of two runs agree to float32 rounding.
 

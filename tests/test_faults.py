@@ -18,21 +18,9 @@ import numpy as np
 import pytest
 
 from bench.cli import run_cli
+from conftest import invoke
 
 GOOD = dict(pixel_scale=0.2)
-
-
-def invoke(module: str, args, capsys) -> tuple[int, str]:
-    """(exit code, stderr) of ``python -m module ARGS``, run in this process."""
-    mod = importlib.import_module(module)
-    if not hasattr(mod, "main"):
-        mod = importlib.import_module(module + ".__main__")
-    capsys.readouterr()
-    try:
-        rc = run_cli(mod.main, [str(a) for a in args], prog=f"python -m {module}")
-    except SystemExit as e:            # argparse's own usage errors
-        rc = e.code
-    return rc, capsys.readouterr().err
 
 
 def assert_one_line(rc, err, words, code=2):
