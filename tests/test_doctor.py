@@ -17,6 +17,7 @@ def test_no_gpu_one_line_exit_0():
     assert r.stdout.strip().count("\n") == 0 and "no GPU here" in r.stdout
 
 
+@pytest.mark.slow
 def test_checks_run_with_the_cpu_standing_in(tmp_path, capsys):
     # in this process, so the frameworks' start-up and compilations are the session's, not a new
     # interpreter's; the tests on either side run the command as a real process

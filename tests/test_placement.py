@@ -322,6 +322,7 @@ def paired_gri():
     return spec, simulate(spec, progress=False, workers=1)
 
 
+@pytest.mark.slow
 def test_network_after_the_shear_needs_the_object_centre_and_quarter_turns(paired_gri):
     """dwdn on noiseless metacal images: sheared about the stamp centre m is biased (the object moves
     under a network that sees its sub-pixel position); about the object m is ~0 but a constant
