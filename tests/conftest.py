@@ -39,9 +39,10 @@ def run_module(module, *args, env=None, cwd=ROOT):
                           text=True, cwd=cwd, env=env, timeout=300)
 
 
-def invoke(module: str, args, capsys) -> tuple[int, str]:
-    """(exit code, stderr) of ``python -m module ARGS``, run in this process: what ``python -m``
-    runs (:func:`bench.cli.run_cli` around ``main``) without a new interpreter's start-up."""
+def run_main(capsys, module, *args) -> subprocess.CompletedProcess:
+    """What :func:`run_module` returns, with ``python -m module ARGS`` run in this process: what
+    ``python -m`` runs (:func:`bench.cli.run_cli` around ``main``) without a new interpreter's
+    start-up. Keep a real process where the exit status of the interpreter itself is tested."""
     import importlib
 
     from bench.cli import run_cli
@@ -54,7 +55,14 @@ def invoke(module: str, args, capsys) -> tuple[int, str]:
         rc = run_cli(mod.main, [str(a) for a in args], prog=f"python -m {module}")
     except SystemExit as e:            # argparse's own usage errors
         rc = e.code
-    return rc, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess([module, *map(str, args)], rc, out, err)
+
+
+def invoke(module: str, args, capsys) -> tuple[int, str]:
+    """(exit code, stderr) of :func:`run_main`."""
+    r = run_main(capsys, module, *args)
+    return r.returncode, r.stderr
 
 
 def assert_same_to_rounding(actual, desired, key=""):
