@@ -15,17 +15,31 @@ def reference():
         return {k: f[k] for k in f.files}
 
 
+#: where a command run without a temporary folder would leave files in the checkout
+WATCHED = ("datasets", "reports", "methods/dwdn/weights", "methods/resnet_jax/weights")
+
+
+def _checkout_files() -> set[Path]:
+    return {p for d in WATCHED for p in (ROOT / d).rglob("*") if p.is_file()} | {
+        p for p in ROOT.iterdir() if p.is_file()}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def session_cache(tmp_path_factory):
     """One temporary cache for the session, in this process and every process it starts: the
     tests never write datasets into the checkout (nor FFTW wisdom into the home folder), and a
-    dataset is still simulated once however many tests (or training commands) load it."""
+    dataset is still simulated once however many tests (or training commands) load it. A file
+    that appears in the checkout meanwhile fails the session."""
     from bench.dataset import CACHE_ENV
+    before = _checkout_files()
     path = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(CACHE_ENV, str(path))
         mp.setenv("DECONVBENCH_CACHE", str(path))
         yield path
+    new = sorted(str(p.relative_to(ROOT)) for p in _checkout_files() - before)
+    if new:
+        pytest.fail(f"the tests wrote into the checkout: {', '.join(new[:10])}")
 
 
 @pytest.fixture(scope="session")
