@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bench.devices import cuda_unavailable_reason
-from conftest import run_module
+from conftest import run_main, run_module
 
 NO_GPU = cuda_unavailable_reason()
 
@@ -21,13 +21,9 @@ def test_no_gpu_one_line_exit_0():
 def test_checks_run_with_the_cpu_standing_in(tmp_path, capsys):
     # in this process, so the frameworks' start-up and compilations are the session's, not a new
     # interpreter's; the tests on either side run the command as a real process
-    from bench.cli import run_cli
-    from bench.doctor import main
     out = tmp_path / "doctor.json"
-    rc = run_cli(main, ["--cpu-dry-run", "--dataset", "smoke", "--n", "8", "--json", str(out)],
-                 prog="python -m bench.doctor")
-    r = capsys.readouterr()
-    assert rc == 0, r.out + r.err
+    r = run_main(capsys, "bench.doctor", "--cpu-dry-run", "--dataset", "smoke", "--n", "8", "--json", out)
+    assert r.returncode == 0, r.stdout + r.stderr
     rows = {row["check"]: row for row in json.loads(out.read_text())["rows"]}
     assert rows["metacal on torch"]["status"] == "ok"
     assert rows["metacal images (shear, then deconvolve) on torch"]["status"] == "ok"
@@ -35,7 +31,7 @@ def test_checks_run_with_the_cpu_standing_in(tmp_path, capsys):
     assert all(row["status"] != "FAIL" for row in rows.values()), rows
     # the speed goals are the GPU's: shown with the CPU standing in, never judged there
     assert rows["metacal on torch"]["goal_s"] == 0.02 and rows["metacal on torch"]["goal"] is None
-    assert "<= 0.02 " in r.out
+    assert "<= 0.02 " in r.stdout
 
 
 def test_table_says_whether_a_speed_goal_was_met():
