@@ -1,10 +1,12 @@
 """Cached datasets: simulate once, keep in HDF5, load onto a device once.
 
 The cache file is ``datasets/cache/{name}-{key}.h5`` where *key* hashes the spec,
-the GalSim version and the file-format version. A file whose key, completeness
-flag or checksums do not match is regenerated, never silently used. Files are
-written to a temporary name and renamed, so an interrupted run leaves no
-half-written cache behind.
+the GalSim version and the file-format version. The environment variable
+``DECONVBENCH_DATASET_CACHE`` names another folder (read at each call, so a command and
+the processes it starts agree); a ``cache_dir`` argument overrides both. A file whose key,
+completeness flag or checksums do not match is regenerated, never silently used. Files are
+written to a temporary name and renamed, so an interrupted run leaves no half-written
+cache behind.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from .spec import DATASETS_DIR, DatasetSpec, load_spec
 
 FORMAT_VERSION = 1
 CACHE_DIR = DATASETS_DIR / "cache"
+#: environment variable naming the cache folder instead of :data:`CACHE_DIR`
+CACHE_ENV = "DECONVBENCH_DATASET_CACHE"
 DEVICES = ("cpu", "cuda")
 
 
@@ -40,8 +44,13 @@ def _hash_rows(h, d, stop: int | None = None, rows: int = 1024):
     return h
 
 
+def default_cache_dir() -> Path:
+    """``$DECONVBENCH_DATASET_CACHE`` when set and not empty, else :data:`CACHE_DIR` (``datasets/cache``)."""
+    return Path(os.environ.get(CACHE_ENV) or CACHE_DIR)
+
+
 def cache_path(spec: DatasetSpec, cache_dir: Path | None = None) -> Path:
-    return Path(cache_dir or CACHE_DIR) / f"{spec.name}-{cache_key(spec)}.h5"
+    return Path(cache_dir or default_cache_dir()) / f"{spec.name}-{cache_key(spec)}.h5"
 
 
 #: the dtype kind each cached array must have: stamps float32, integer labels, float64 otherwise
@@ -298,7 +307,7 @@ def load_dataset(spec: DatasetSpec | str, *, device: str = "cpu", cache_dir: Pat
     device : {"cpu", "cuda"}
         Where the arrays live; ``cuda`` puts them on the GPU once through CuPy. [default: "cpu"]
     cache_dir : Path, optional
-        [default: ``datasets/cache``]
+        [default: ``$DECONVBENCH_DATASET_CACHE``, else ``datasets/cache``]
     verify : bool
         Check the stored checksums before use. [default: True]
     workers, progress

@@ -128,6 +128,18 @@ def test_cache_detects_corruption_and_staleness(tmp_path):
     assert cache_path(spec, tmp_path) == path
 
 
+def test_cache_folder_comes_from_the_environment_unless_given(smoke, session_cache, tmp_path, monkeypatch):
+    from bench.dataset import CACHE_DIR, CACHE_ENV
+    assert smoke.path.parent == session_cache            # what this session's fixture set
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "env"))
+    assert cache_path(smoke.spec).parent == tmp_path / "env"
+    assert cache_path(smoke.spec, tmp_path / "arg").parent == tmp_path / "arg"
+    monkeypatch.setenv(CACHE_ENV, "")
+    assert cache_path(smoke.spec).parent == CACHE_DIR
+    monkeypatch.delenv(CACHE_ENV)
+    assert cache_path(smoke.spec).parent == CACHE_DIR
+
+
 def test_zero_copy_dlpack(smoke):
     torch = pytest.importorskip("torch")
     t = smoke.as_framework("image", "torch")
@@ -340,11 +352,10 @@ def test_streamed_dataset_reads_the_same_samples_without_loading_the_stamps(smok
     assert not auto.streamed                             # 32 samples: far under the 2 GiB threshold
 
 
-def test_scaling_command_writes_its_table_and_figure(smoke, tmp_path, monkeypatch):
+def test_scaling_command_writes_its_table_and_figure(smoke, tmp_path):
     import pandas as pd
 
     from bench import scaling
-    monkeypatch.setattr("bench.dataset.CACHE_DIR", smoke.path.parent)     # the session's smoke cache
     assert scaling.main(["smoke", "--out", str(tmp_path)]) == 0
     t = pd.read_csv(tmp_path / "scaling.csv")
     assert list(t["dataset"]) == ["smoke"] and int(t["n_samples"][0]) == len(smoke)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bench.devices import cuda_unavailable_reason
-from conftest import run_module
+from conftest import run_main, run_module
 
 NO_GPU = cuda_unavailable_reason()
 
@@ -17,9 +17,12 @@ def test_no_gpu_one_line_exit_0():
     assert r.stdout.strip().count("\n") == 0 and "no GPU here" in r.stdout
 
 
-def test_checks_run_with_the_cpu_standing_in(tmp_path):
+@pytest.mark.slow
+def test_checks_run_with_the_cpu_standing_in(tmp_path, capsys):
+    # in this process, so the frameworks' start-up and compilations are the session's, not a new
+    # interpreter's; the tests on either side run the command as a real process
     out = tmp_path / "doctor.json"
-    r = run_module("bench.doctor", "--cpu-dry-run", "--dataset", "smoke", "--n", "8", "--json", out)
+    r = run_main(capsys, "bench.doctor", "--cpu-dry-run", "--dataset", "smoke", "--n", "8", "--json", out)
     assert r.returncode == 0, r.stdout + r.stderr
     rows = {row["check"]: row for row in json.loads(out.read_text())["rows"]}
     assert rows["metacal on torch"]["status"] == "ok"

@@ -18,21 +18,9 @@ import numpy as np
 import pytest
 
 from bench.cli import run_cli
+from conftest import invoke
 
 GOOD = dict(pixel_scale=0.2)
-
-
-def invoke(module: str, args, capsys) -> tuple[int, str]:
-    """(exit code, stderr) of ``python -m module ARGS``, run in this process."""
-    mod = importlib.import_module(module)
-    if not hasattr(mod, "main"):
-        mod = importlib.import_module(module + ".__main__")
-    capsys.readouterr()
-    try:
-        rc = run_cli(mod.main, [str(a) for a in args], prog=f"python -m {module}")
-    except SystemExit as e:            # argparse's own usage errors
-        rc = e.code
-    return rc, capsys.readouterr().err
 
 
 def assert_one_line(rc, err, words, code=2):
@@ -468,11 +456,3 @@ def test_a_changed_input_is_never_answered_from_stale_shards(stamps, tmp_path, c
     rc, err = invoke("bench.metacal", [inp, "--out", tmp_path / "o.npz", "--workers", "1", "--work-dir", work], capsys)
     assert_one_line(rc, err, "did not write")
     assert (work / "input.h5").read_bytes() == b"someone else's"
-
-
-def test_suite_size():
-    """The issue asks for at least 150 cases; count them so that a refactor cannot shrink the suite unseen."""
-    n = (len(METACAL_OPTIONS) + len(SHAPE_CASES) + len(FILE_KINDS) + 4 + len(SPEC_NAMES) + len(SPEC_VALUES) + 1
-         + 2 * len(BAD_JSON) + 6 + len(REGRESSIONS) + 1 + 2 * len(TRAIN_OPTIONS) + 2 + len(TUNE_OPTIONS) + 5 + 1)
-    assert n >= 150, n
-

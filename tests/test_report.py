@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bench.compare import PROBES
-from conftest import run_module
+from conftest import run_main, run_module
 
 
 def _row(method, time, psnr=None, m=None, m_err=None):
@@ -104,8 +104,9 @@ def test_gate_is_not_fooled_by_one_outlying_probe(tmp_path):
     (_scaled(1.0, **{"wiener-fftw": {"c": -0.005}}), "wiener-fftw: |c1| 0.0000 -> 0.0050"),
     (_scaled(1.0, **{"wiener-fftw": {"c2": 0.005, "c2_err": 1e-3}}), "wiener-fftw: |c2| 0.0000 -> 0.0050"),
 ])
-def test_gate_fails_naming_method_and_metric(tmp_path, data, words):
-    r = run_module("bench.compare", _write(tmp_path, "b.json", BASE), _write(tmp_path, "c.json", data))
+def test_gate_fails_naming_method_and_metric(tmp_path, data, words, capsys):
+    # the parametrised cases run main in this process; the other gate tests run real processes
+    r = run_main(capsys, "bench.compare", _write(tmp_path, "b.json", BASE), _write(tmp_path, "c.json", data))
     assert r.returncode == 1
     assert words in r.stdout and "REGRESSIONS" in r.stdout
 
@@ -129,9 +130,9 @@ def _broken(method, field, value):
     ("wiener-fftw", "time_per_5000_s", -1.0), ("wiener-fftw", "psnr_db", float("nan")),
     ("wiener-fftw", "c2", None), ("wiener-fftw", "c_err", float("nan")),
 ])
-def test_gate_fails_when_a_number_stops_being_one(tmp_path, method, field, value):
-    r = run_module("bench.compare", _write(tmp_path, "b.json", BASE),
-                   _write(tmp_path, "c.json", _broken(method, field, value)))
+def test_gate_fails_when_a_number_stops_being_one(tmp_path, method, field, value, capsys):
+    r = run_main(capsys, "bench.compare", _write(tmp_path, "b.json", BASE),
+                 _write(tmp_path, "c.json", _broken(method, field, value)))
     assert r.returncode == 1, r.stdout
     assert f"{method}: {field}" in r.stdout
 
@@ -260,10 +261,10 @@ def test_speedup_display_keeps_a_slower_row_below_one(value, text):
     ({"benchmarks": [{"name": "t", "extra_info": {"method": "x", "by_snr": [{"m": "0.1"}]}}]},
      "by_snr m must be a number or null"),
 ])
-def test_json_from_elsewhere_exits_2(tmp_path, module, data, words):
+def test_json_from_elsewhere_exits_2(tmp_path, module, data, words, capsys):
     f = _write(tmp_path, "other.json", data)
     args = [f, "--out", tmp_path / "rep"] if module == "bench.report" else [f, f]
-    r = run_module(module, *args)
+    r = run_main(capsys, module, *args)
     assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "rep").exists()
 

@@ -90,6 +90,7 @@ def test_unreadable_checkpoint(tmp_path):
         load(tmp_path / "missing.safetensors")
 
 
+@pytest.mark.slow
 def test_training_command_writes_resumable_checkpoint(tmp_path, smoke):
     from methods.resnet_jax.train import train
     out = tmp_path / "w.safetensors"

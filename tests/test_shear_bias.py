@@ -18,6 +18,9 @@ from bench.metacal import metacal as _engine
 # these tests check the engine without the noise correction (ngmix fixnoise=False)
 metacal = _functools.partial(_engine, noise_correction=False)
 
+# each resolves a shear bias of 1e-3 or a 2x error ratio: thousands of quads, 10-40 s apiece
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def bias_set(tmp_path_factory):
@@ -75,7 +78,6 @@ def test_antithetic_pairing_cuts_the_error_on_m(tmp_path):
     assert errs["antithetic"] < errs["independent"] / 2
 
 
-@pytest.mark.slow
 def test_noise_correction_removes_the_low_snr_bias():
     """r band, SNR 10-20, 600 antithetic quads: without the correction exact metacal's m is biased
     high (metacal's correlated-noise bias); with it, fields keyed by quad like the dataset's noise,

@@ -21,26 +21,31 @@ METACAL_CHECKPOINT = WEIGHTS_DIR / "resnet-jax-small-metacal.safetensors"
 card_path = ck.card_path
 
 
-def _flat(tree, prefix: str) -> dict[str, np.ndarray]:
+def _leaves(tree, prefix: str) -> dict:
+    """*tree*'s leaves by their checkpoint key."""
     import jax
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         key = ".".join(str(getattr(p, "key", getattr(p, "idx", getattr(p, "name", p)))) for p in path)
-        out[f"{prefix}.{key}"] = np.ascontiguousarray(np.asarray(leaf))
+        out[f"{prefix}.{key}"] = leaf
     return out
 
 
+def _flat(tree, prefix: str) -> dict[str, np.ndarray]:
+    return {k: np.ascontiguousarray(np.asarray(v)) for k, v in _leaves(tree, prefix).items()}
+
+
 def _unflat(template, tensors: dict, prefix: str, path_name: str):
-    """Fill *template*'s leaves from *tensors* (keys as written by :func:`_flat`)."""
+    """Fill *template*'s leaves (arrays, or shapes only) from *tensors* (keys as written by :func:`_flat`)."""
     import jax
     import jax.numpy as jnp
-    want = _flat(template, prefix)
+    want = _leaves(template, prefix)
     missing = sorted(set(want) - set(tensors))
     if missing:
         raise BenchValueError(f"{path_name!r} lacks {len(missing)} tensors of its configuration, "
                               f"e.g. {missing[:3]}")
     for k, v in want.items():
-        if tensors[k].shape != v.shape:
+        if tensors[k].shape != tuple(v.shape):
             raise BenchValueError(f"{path_name!r}: tensor {k} has shape {tensors[k].shape}, "
                                   f"the configuration needs {v.shape}")
     leaves = [jnp.asarray(tensors[k]) for k in want]
@@ -70,7 +75,8 @@ def load(path, *, optimizer=None):
         cfg = ResNetConfig(**cfg_dict)
     except (TypeError, ValueError) as err:
         raise BenchValueError(f"{str(path)!r} has an unusable resnet-jax configuration ({err})") from None
-    model = ResNetDeconv(cfg, rngs=nnx.Rngs(0))
+    # shapes only: drawing initial weights that the file replaces costs a compilation per layer
+    model = nnx.eval_shape(lambda: ResNetDeconv(cfg, rngs=nnx.Rngs(0)))
     graphdef, params = nnx.split(model, nnx.Param)
     params = _unflat(params, tensors, "model", str(path))
     model = nnx.merge(graphdef, params)
