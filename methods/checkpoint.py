@@ -97,7 +97,8 @@ def write_card(path, *, model: str, preset: str, config: dict, parameters: int, 
         "hardware": hardware_info,
         "validation": {"psnr_db": round(validation[0], 3), "ssim": round(validation[1], 4)},
         # the command that made it, when it was made from the command line
-        "recipe": f"python -m {module} " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("train.py") else None,
+        "recipe": (f"python -m {module} " + " ".join(sys.argv[1:])
+                   if Path(sys.argv[0]).as_posix().endswith(module.replace(".", "/") + ".py") else None),
     }
     Path(path).write_text(json.dumps(card, indent=2) + "\n")
     return card

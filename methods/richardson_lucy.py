@@ -10,7 +10,7 @@ against round-off), starts flat at the observed flux, and is rescaled at the end
 its flux equals the observed flux (``conserve_flux``). Convolutions are on the
 stamp's own grid (circular) unless ``pad=True`` (linear, zero boundary, as
 scikit-image). The default of 30 iterations was chosen on the ``train`` split with
-``python -m methods.tune richardson-lucy`` (mean PSNR against the truth).
+``python -m methods.train.tune richardson-lucy`` (mean PSNR against the truth).
 
 With ``background=0, init=0.5, conserve_flux=False, pad=True`` this is
 ``skimage.restoration.richardson_lucy(..., clip=False)`` exactly (tested).

@@ -9,7 +9,7 @@ DFT; S(k) is the signal power, estimated per stamp and band from the observation
 itself: the periodogram |Y|^2 averaged over rings of integer |k| (in DFT units),
 minus N, floored at ``1e-3 N``. So the filter adapts to each object's size and
 SNR, and ``strength`` is the only tunable. Its default, 0.5, was chosen on the
-``train`` split with ``python -m methods.tune wiener-fftw`` (mean PSNR against the
+``train`` split with ``python -m methods.train.tune wiener-fftw`` (mean PSNR against the
 truth), never on the test data.
 
 ``wiener-fftw`` runs on pyFFTW (scipy.fft when pyFFTW is missing) and

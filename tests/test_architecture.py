@@ -8,12 +8,15 @@ floor     modules                                                     may import
 ========  ==========================================================  ========================
 core      errors, devices, arrays, fourier, cli, memory, gallery      core
 data      spec, simulate, dataset                                     core, data
-methods   methods.* (registry, methods, checkpoint, losses)           core, methods
-engine    bench.metacal.* (config, lattice, kernels, noise, ...)      core, engine
-pipeline  pipeline, shear, metrics, reference_loop                    all of the above
-drivers   the command lines, Dask, report, compare, benchmark suite,  anything
-          training and tuning commands
+methods   methods/ (registry, methods, checkpoint, losses)            core, methods
+engine    bench/metacal/ (config, moments, estimators, engine, ...)   core, engine
+pipeline  pipeline, shear, metrics, schema, reference_loop            all of the above
+drivers   the command lines, Dask, report, compare, bench/test_suite/ anything
+          (the benchmark suite), methods/train/ (training, tuning)
 ========  ==========================================================  ========================
+
+A module's floor comes from where it lives (:func:`floor_of`): its folder, or for bench/'s own
+top-level files the :data:`TOP` table; a module that fits neither fails the tests.
 """
 
 import ast
@@ -24,11 +27,24 @@ FLOORS = ["core", "data", "methods", "engine", "pipeline", "drivers"]
 ALLOWED = {"core": {"core"}, "data": {"core", "data"}, "methods": {"core", "methods"},
            "engine": {"core", "engine"}, "pipeline": {"core", "data", "methods", "engine", "pipeline"},
            "drivers": set(FLOORS)}
-CORE = {"bench.errors", "bench.devices", "bench.arrays", "bench.fourier", "bench.cli", "bench.memory",
-        "bench.gallery"}
-DATA = {"bench.spec", "bench.simulate", "bench.dataset"}
-PIPELINE = {"bench.pipeline", "bench.shear", "bench.metrics", "bench.reference_loop"}
-METHOD_DRIVERS = {"methods.training", "methods.tune", "methods.dwdn.train", "methods.resnet_jax.train"}
+#: folders whose modules share one floor, most specific first: a module there needs no listing
+FOLDERS = (("bench/metacal/__main__.py", "drivers"),      # the command line above the engine
+           ("bench/metacal/", "engine"),
+           ("bench/test_suite/", "drivers"),                 # the benchmark suite
+           ("methods/train/", "drivers"),                    # training and tuning commands
+           ("methods/", "methods"))
+#: bench/'s own top-level modules, each named with its floor (bench/__init__.py, the package's lazy
+#: facade, sits on top); a new one must be added here, or it fails test_every_module_has_a_floor
+TOP = {"core": {"errors", "devices", "arrays", "fourier", "cli", "memory", "gallery"},
+       "data": {"spec", "simulate", "dataset"},
+       "pipeline": {"pipeline", "shear", "metrics", "schema", "reference_loop"},
+       "drivers": {"__init__", "distributed", "report", "figures", "tables", "history", "results", "compare",
+                   "doctor", "scaling", "kernel_study"}}
+DATA = {f"bench.{m}" for m in TOP["data"]}
+
+
+class NoFloor(AssertionError):
+    pass
 
 
 def modules() -> dict[str, Path]:
@@ -42,20 +58,27 @@ def modules() -> dict[str, Path]:
     return out
 
 
+def floor_of(path: Path) -> str:
+    """The floor of the module in file *path*, from where it lives: its folder, or for bench/'s own
+    top-level files the TOP table. Raises NoFloor for a module that fits none."""
+    rel = path.relative_to(ROOT).as_posix()
+    for prefix, fl in FOLDERS:
+        if rel == prefix or (prefix.endswith("/") and rel.startswith(prefix)):
+            return fl
+    if rel.count("/") == 1 and rel.startswith("bench/"):
+        name = Path(rel).stem
+        for fl, names in TOP.items():
+            if name in names:
+                return fl
+    raise NoFloor(f"{rel} fits no floor: put it in a folder of one (FOLDERS) or name its floor in TOP "
+                  f"(tests/test_architecture.py and the README's 'How the code is organised')")
+
+
+_PATHS = modules()
+
+
 def floor(mod: str) -> str:
-    if mod in CORE or mod == "bench":
-        return "core" if mod != "bench" else "drivers"      # the package's lazy facade sits on top
-    if mod in DATA:
-        return "data"
-    if mod in PIPELINE:
-        return "pipeline"
-    if mod == "bench.metacal.__main__" or mod.split(".")[-1].startswith("test_") or mod in METHOD_DRIVERS:
-        return "drivers"
-    if mod.startswith("bench.metacal"):
-        return "engine"
-    if mod.startswith("methods"):
-        return "methods"
-    return "drivers"       # distributed, report, compare, kernel_study, conftest
+    return floor_of(_PATHS[mod])
 
 
 def imports(mod: str, path: Path, known: set) -> set:
@@ -80,6 +103,28 @@ def imports(mod: str, path: Path, known: set) -> set:
             if n and n != mod:
                 out.add(n)
     return out
+
+
+def test_every_module_has_a_floor():
+    missing = []
+    for mod, path in modules().items():
+        try:
+            floor_of(path)
+        except NoFloor as err:
+            missing.append(str(err))
+    assert not missing, "\n".join(missing)
+
+
+def test_a_new_module_that_fits_no_floor_fails(tmp_path):
+    """A module added beside the others, in no folder of a floor and not named in TOP, is refused
+    (it once defaulted to the top floor, where anything may be imported)."""
+    import pytest
+    for rel in ("bench/newthing.py", "bench/newpkg/mod.py", "tools/x.py"):
+        with pytest.raises(NoFloor, match="fits no floor"):
+            floor_of(ROOT / rel)
+    assert floor_of(ROOT / "bench" / "metacal" / "newkernel.py") == "engine"
+    assert floor_of(ROOT / "methods" / "newmethod.py") == "methods"
+    assert floor_of(ROOT / "methods" / "train" / "newnet.py") == "drivers"
 
 
 def graph():

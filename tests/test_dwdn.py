@@ -49,7 +49,7 @@ def test_normalisation_is_undone_exactly(smoke):
 
 
 def test_training_command_writes_resumable_checkpoint(tmp_path, smoke):
-    from methods.dwdn.train import train
+    from methods.train.dwdn import train
     out = tmp_path / "w.safetensors"
     card = train(dataset="smoke", out=str(out), epochs=(1, 0), lr=(1e-3, 1e-4), batch=8, progress=False)
     assert card["steps"] > 0 and out.exists() and card_path(out).exists()
@@ -106,7 +106,7 @@ def test_metacal_weights_are_a_fine_tuning_of_the_shipped_ones():
 
 
 def test_fine_tuning_on_metacal_images(tmp_path, smoke):
-    from methods.dwdn.train import train
+    from methods.train.dwdn import train
     out = tmp_path / "ft.safetensors"
     card = train(dataset="smoke", out=str(out), epochs=(0, 1), lr=(1e-3, 1e-4), batch=8, progress=False,
                  data="metacal", init=str(DEFAULT_CHECKPOINT))

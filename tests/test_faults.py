@@ -397,7 +397,7 @@ TRAIN_OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("module", ["methods.dwdn.train", "methods.resnet_jax.train"])
+@pytest.mark.parametrize("module", ["methods.train.dwdn", "methods.train.resnet_jax"])
 @pytest.mark.parametrize("opts,words", TRAIN_OPTIONS, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_training_bad_options(tmp_path, capsys, monkeypatch, module, opts, words):
     pytest.importorskip("torch" if "dwdn" in module else "jax")
@@ -408,10 +408,10 @@ def test_training_bad_options(tmp_path, capsys, monkeypatch, module, opts, words
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("module", ["methods.dwdn.train", "methods.resnet_jax.train"])
+@pytest.mark.parametrize("module", ["methods.train.dwdn", "methods.train.resnet_jax"])
 def test_training_refuses_to_replace_what_exists(tmp_path, capsys, monkeypatch, module):
     pytest.importorskip("torch" if "dwdn" in module else "jax")
-    pkg = importlib.import_module(module.rsplit(".", 1)[0] + ".checkpoint")
+    pkg = importlib.import_module("methods." + module.rsplit(".", 1)[1] + ".checkpoint")   # methods.train.dwdn: methods.dwdn
     shipped = pkg.DEFAULT_CHECKPOINT
     before = shipped.read_bytes() if shipped.exists() else None
     rc, err = invoke(module, ["--out", shipped], capsys)
@@ -431,7 +431,7 @@ TUNE_OPTIONS = [(["wiener"], ["wiener", "wiener-fftw"]), (["dwdn"], "dwdn"), (["
 
 @pytest.mark.parametrize("args,words", TUNE_OPTIONS, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_tuning_bad_options(capsys, args, words):
-    rc, err = invoke("methods.tune", args, capsys)
+    rc, err = invoke("methods.train.tune", args, capsys)
     assert_one_line(rc, err, words)
 
 

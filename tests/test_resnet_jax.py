@@ -92,7 +92,7 @@ def test_unreadable_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_training_command_writes_resumable_checkpoint(tmp_path, smoke):
-    from methods.resnet_jax.train import train
+    from methods.train.resnet_jax import train
     out = tmp_path / "w.safetensors"
     card = train(dataset="smoke", out=str(out), epochs=(1, 0), lr=(1e-3, 1e-4), batch=8, progress=False)
     assert card["steps"] > 0 and out.exists() and card_path(out).exists()
@@ -107,7 +107,7 @@ def test_training_command_writes_resumable_checkpoint(tmp_path, smoke):
 
 
 def test_training_cli_rejects_bad_options(tmp_path):
-    r = run_module("methods.resnet_jax.train", "--preset", "huge", "--dataset", "smoke", "--epochs", "1", "0",
+    r = run_module("methods.train.resnet_jax", "--preset", "huge", "--dataset", "smoke", "--epochs", "1", "0",
                    "--allow-benchmark-dataset", "--out", tmp_path / "x.safetensors")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "invalid choice: 'huge'" in r.stderr and "'small', 'full'" in r.stderr

@@ -4,8 +4,8 @@ import pytest
 
 from conftest import ROOT, invoke, run_module
 
-SHIPPED = {"methods.dwdn.train": ROOT / "methods/dwdn/weights/dwdn-small.safetensors",
-           "methods.resnet_jax.train": ROOT / "methods/resnet_jax/weights/resnet-jax-small.safetensors"}
+SHIPPED = {"methods.train.dwdn": ROOT / "methods/dwdn/weights/dwdn-small.safetensors",
+           "methods.train.resnet_jax": ROOT / "methods/resnet_jax/weights/resnet-jax-small.safetensors"}
 
 
 @pytest.mark.parametrize("module", sorted(SHIPPED))
@@ -54,5 +54,5 @@ def test_shipped_and_existing_weights_are_not_overwritten(tmp_path, module):
     (["wiener"], "Did you mean"),
 ])
 def test_bad_tuning_options_exit_2(args, words):
-    r = run_module("methods.tune", *args)
+    r = run_module("methods.train.tune", *args)
     assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr

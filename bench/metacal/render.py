@@ -284,7 +284,7 @@ def sheared_stamps(stamps, *, step: float = 0.01, row=None, col=None, chunk: int
     What a method after the shear should recover from each metacal image: the noiseless
     metacal image of type t is ``T * S_t(truth)``, so its deconvolution by T is
     ``S_t(truth)``, this function of a dataset's ``truth`` (training targets,
-    :func:`methods.training.metacal_pairs`). Same grid and transforms as
+    :func:`methods.train.common.metacal_pairs`). Same grid and transforms as
     :func:`metacal_images`.
 
     Parameters

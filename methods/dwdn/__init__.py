@@ -1,7 +1,7 @@
 """``dwdn``: Deep Wiener Deconvolution (Dong et al. 2020) with per-band Wiener modules (Wang et al.).
 
-The network is in :mod:`methods.dwdn.model`, training in :mod:`methods.dwdn.train`
-(``python -m methods.dwdn.train``), checkpoints in :mod:`methods.dwdn.checkpoint`. The
+The network is in :mod:`methods.dwdn.model`, training in :mod:`methods.train.dwdn`
+(``python -m methods.train.dwdn``), checkpoints in :mod:`methods.dwdn.checkpoint`. The
 shipped weights (``weights/dwdn-small.safetensors``, with its model card) load by default;
 ``dwdn-metacal`` loads the same network fine-tuned on metacal's images
 (``weights/dwdn-small-metacal.safetensors``), for the shear-then-deconvolve placement only.
@@ -35,7 +35,7 @@ class DWDNMethod(Method):
         Parameters
         ----------
         checkpoint : path, optional
-            A checkpoint written by ``python -m methods.dwdn.train``. [default: the shipped weights]
+            A checkpoint written by ``python -m methods.train.dwdn``. [default: the shipped weights]
         dtype : {"float32", "bfloat16"}
             Inference precision; bfloat16 autocast is for GPUs. [default: "float32"]
         batch : int

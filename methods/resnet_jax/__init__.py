@@ -1,7 +1,7 @@
 """``resnet-jax``: a residual encoder-decoder with a separate PSF encoder (ShearNet's DeconvNet design).
 
 The network is in :mod:`methods.resnet_jax.model` (Flax NNX), training in
-:mod:`methods.resnet_jax.train` (``python -m methods.resnet_jax.train``), checkpoints in
+:mod:`methods.train.resnet_jax` (``python -m methods.train.resnet_jax``), checkpoints in
 :mod:`methods.resnet_jax.checkpoint`. The shipped weights
 (``weights/resnet-jax-small.safetensors``, with its model card) load by default;
 ``resnet-jax-metacal`` loads them fine-tuned on metacal's images, for the
@@ -48,7 +48,7 @@ class ResNetJAXMethod(Method):
         Parameters
         ----------
         checkpoint : path, optional
-            A checkpoint written by ``python -m methods.resnet_jax.train``. [default: the shipped weights]
+            A checkpoint written by ``python -m methods.train.resnet_jax``. [default: the shipped weights]
         batch : int
             Objects per compiled forward pass; the last chunk is padded to it, so one
             compilation serves every batch size. [default: 256]

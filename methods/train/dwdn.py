@@ -1,4 +1,4 @@
-"""Train DWDN: ``python -m methods.dwdn.train --dataset train --preset small --out PATH``.
+"""Train DWDN: ``python -m methods.train.dwdn --dataset train --preset small --out PATH``.
 
 Two phases as in Wang et al.: pre-training with an L1 image loss, then fine-tuning with
 the astronomical loss of :mod:`methods.losses` (flux, centroid, second moments of each
@@ -43,7 +43,7 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     """Train and write the checkpoint *out* and its model card; returns the card.
 
     *data* is ``"stamps"`` (observed stamps to ``truth``) or ``"metacal"`` (metacal's five
-    images to the sheared truth, :func:`methods.training.metacal_pairs`); *init* starts
+    images to the sheared truth, :func:`methods.train.common.metacal_pairs`); *init* starts
     from a checkpoint's weights (a fresh optimiser), as a fine-tuning does.
     """
     import numpy as np
@@ -54,11 +54,11 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     from bench.errors import BenchValueError
     from methods.losses import astro_loss, l1_loss
     from methods.checkpoint import hardware
-    from methods.training import data_description, init_description
-    from methods.training import check_options, split_quads, training_arrays, write_card
+    from methods.train.common import data_description, init_description
+    from methods.train.common import check_options, split_quads, training_arrays, write_card
 
-    from . import checkpoint as ck
-    from .model import DWDN, DWDNConfig
+    from methods.dwdn import checkpoint as ck
+    from methods.dwdn.model import DWDN, DWDNConfig
 
     check_options(epochs, lr, batch, val_fraction)
     if threads:
@@ -128,19 +128,19 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     card = write_card(ck.card_path(out), model="dwdn", preset=preset, config=model.cfg.to_dict(),
                       parameters=model.n_parameters(), ds=ds, n_train=len(tr), n_val=len(va),
                       val_fraction=val_fraction, schedule=schedule, state=state, wall=wall,
-                      validation=(vpsnr, vssim), hardware_info=hw, module="methods.dwdn.train")
+                      validation=(vpsnr, vssim), hardware_info=hw, module="methods.train.dwdn")
     return card
 
 
 def main(argv=None) -> int:
-    from methods.training import main as training_main
+    from methods.train.common import main as training_main
 
-    from .checkpoint import DEFAULT_CHECKPOINT
-    return training_main(train, prog="python -m methods.dwdn.train", description="Train DWDN on a training dataset.",
+    from methods.dwdn.checkpoint import DEFAULT_CHECKPOINT
+    return training_main(train, prog="python -m methods.train.dwdn", description="Train DWDN on a training dataset.",
                          default_out=DEFAULT_CHECKPOINT, argv=argv)
 
 
 if __name__ == "__main__":
     from bench.cli import run_cli
 
-    sys.exit(run_cli(main, prog="python -m methods.dwdn.train"))
+    sys.exit(run_cli(main, prog="python -m methods.train.dwdn"))

@@ -1,4 +1,4 @@
-"""Train the JAX resnet: ``python -m methods.resnet_jax.train --dataset train --preset small --out PATH``.
+"""Train the JAX resnet: ``python -m methods.train.resnet_jax --dataset train --preset small --out PATH``.
 
 The same two phases as DWDN: an L1 image loss, then L1 plus 0.1 times the astronomical
 loss of :mod:`methods.losses` (flux, centroid, second moments per band; the same
@@ -6,7 +6,7 @@ array-API code PyTorch uses). Prediction and truth are compared in units of each
 stamp's peak, the normalisation the network applies to its input. Adam through Optax;
 one ``jax.jit``-compiled step per phase over the parameter pytree (Flax NNX split into
 graph and parameters). Each batch gets one random rotation/mirror of the stamps
-(:func:`methods.training.dihedral`), which keeps image, PSF and truth consistent.
+(:func:`methods.train.common.dihedral`), which keeps image, PSF and truth consistent.
 
 The validation split is the last ``--val-fraction`` of the quads of the training
 dataset; the benchmark datasets (other seeds) are never read. A checkpoint with the
@@ -37,7 +37,7 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
           progress: bool = True, data: str = "stamps", init=None) -> dict:
     """Train and write the checkpoint *out* and its model card; returns the card.
 
-    *data* and *init* as in :func:`methods.dwdn.train.train`.
+    *data* and *init* as in :func:`methods.train.dwdn.train`.
     """
     import jax
     import jax.numpy as jnp
@@ -50,11 +50,11 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     from bench.errors import BenchValueError
     from methods.losses import astro_loss, l1_loss
     from methods.checkpoint import hardware
-    from methods.training import (check_options, data_description, dihedral, init_description, split_quads,
+    from methods.train.common import (check_options, data_description, dihedral, init_description, split_quads,
                                   training_arrays, write_card)
 
-    from . import checkpoint as ck
-    from .model import ResNetConfig, ResNetDeconv, make_predict, n_parameters
+    from methods.resnet_jax import checkpoint as ck
+    from methods.resnet_jax.model import ResNetConfig, ResNetDeconv, make_predict, n_parameters
 
     check_options(epochs, lr, batch, val_fraction)
     if not (isinstance(batch, int) and batch >= 1):
@@ -133,15 +133,15 @@ def train(*, dataset: str = "train", preset: str = "small", out: str, epochs=(40
     card = write_card(ck.card_path(out), model="resnet-jax", preset=preset, config=cfg.to_dict(),
                       parameters=n_parameters(nnx.merge(graphdef, params)), ds=ds, n_train=len(tr),
                       n_val=len(va), val_fraction=val_fraction, schedule=schedule, state=state, wall=wall,
-                      validation=(vpsnr, vssim), hardware_info=hw, module="methods.resnet_jax.train")
+                      validation=(vpsnr, vssim), hardware_info=hw, module="methods.train.resnet_jax")
     return card
 
 
 def main(argv=None) -> int:
-    from methods.training import main as training_main
+    from methods.train.common import main as training_main
 
-    from .checkpoint import DEFAULT_CHECKPOINT
-    return training_main(train, prog="python -m methods.resnet_jax.train",
+    from methods.resnet_jax.checkpoint import DEFAULT_CHECKPOINT
+    return training_main(train, prog="python -m methods.train.resnet_jax",
                          description="Train the JAX residual encoder-decoder.", default_out=DEFAULT_CHECKPOINT,
                          argv=argv)
 
@@ -149,4 +149,4 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     from bench.cli import run_cli
 
-    sys.exit(run_cli(main, prog="python -m methods.resnet_jax.train"))
+    sys.exit(run_cli(main, prog="python -m methods.train.resnet_jax"))

@@ -1,6 +1,6 @@
 """Choose a classical method's default setting on the training split.
 
-``python -m methods.tune wiener-fftw`` (or ``richardson-lucy``) deconvolves the
+``python -m methods.train.tune wiener-fftw`` (or ``richardson-lucy``) deconvolves the
 ``train`` dataset (``datasets/train.toml``, whose seed differs from every benchmark
 dataset) for each value on a grid and prints mean PSNR and SSIM against the truth;
 the best mean PSNR is the default the method ships with.
@@ -42,7 +42,7 @@ def tune(name: str, *, dataset: str = "train", n: int | None = None):
 def main(argv=None) -> int:
     from bench.cli import make_parser
 
-    p = make_parser("python -m methods.tune", "Scan a classical method's setting on the training split.")
+    p = make_parser("python -m methods.train.tune", "Scan a classical method's setting on the training split.")
     p.add_argument("method", help=f"one of {', '.join(GRIDS)}")
     p.add_argument("--dataset", default="train", help="dataset spec [train]")
     p.add_argument("--n", type=int, default=None, help="use the first N samples [all]")
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
                    help="tune on a dataset the benchmark measures on")
     a = p.parse_args(argv)
     from bench.errors import BenchValueError
-    from methods.training import BENCHMARK_DATASETS
+    from methods.train.common import BENCHMARK_DATASETS
 
     if a.n is not None and a.n < 1:
         raise BenchValueError(f"--n must be >= 1, got {a.n}")
@@ -66,4 +66,4 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     from bench.cli import run_cli
 
-    sys.exit(run_cli(main, prog="python -m methods.tune"))
+    sys.exit(run_cli(main, prog="python -m methods.train.tune"))
