@@ -59,7 +59,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BenchTypeError, BenchValueError, unknown_name
+from .errors import BenchValueError
+from .registry import Registry
 from .shear import ShearBiasMetric, combine_bands
 
 SSIM_SIGMA = 1.5
@@ -250,41 +251,25 @@ class Metric(ABC):
         """{bin label or ``"all"``: {column: value}} over everything accumulated."""
 
 
-_METRICS: dict[str, type] = {}
-
-
-def register_metric(name: str):
-    """Class decorator: register a :class:`Metric` subclass under *name* (the order of registration
-    is the order of the columns)."""
-    def deco(cls):
-        if not (isinstance(cls, type) and issubclass(cls, Metric)):
-            raise BenchTypeError(f"metric {name!r} must be a Metric subclass, got {cls!r}")
-        cls.name = name
-        _METRICS[name] = cls
-        return cls
-    return deco
-
-
-def list_metrics() -> list[str]:
-    """Registered metric names, in registration order (the built-ins first)."""
-    return list(_METRICS)
-
-
-def get_metric_class(name: str) -> type:
-    list_metrics()
-    if name not in _METRICS:
-        raise unknown_name("metric", name, list(_METRICS))
-    return _METRICS[name]
+_REGISTRY = Registry("metric", Metric)
+#: class decorator registering a :class:`Metric` subclass under a name (the order of registration
+#: is the order of the columns)
+register_metric = _REGISTRY.register
+unregister_metric = _REGISTRY.unregister
+#: the registered metric names, in registration order (the built-ins first)
+list_metrics = _REGISTRY.names
+#: the class registered under a name (an unknown name suggests the closest)
+get_metric_class = _REGISTRY.get
 
 
 def metric_columns() -> list:
     """Every registered metric's :class:`Column`, in order."""
-    return [c for name in list_metrics() for c in _METRICS[name].columns]
+    return [c for name in list_metrics() for c in get_metric_class(name).columns]
 
 
 def make_metrics(spec, *, images: bool) -> list:
     """One instance of each registered metric for a benchmark row (image metrics only with *images*)."""
-    classes = [_METRICS[name] for name in list_metrics()]
+    classes = [get_metric_class(name) for name in list_metrics()]
     return [cls(spec) for cls in classes if images or not cls.needs_image]
 
 

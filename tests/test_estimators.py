@@ -6,7 +6,7 @@ import pytest
 
 from bench.errors import BenchError
 from bench.metacal import MetacalConfig, ShearEstimator, list_estimators, metacal, register_estimator
-from bench.metacal.estimators import _ESTIMATORS
+from bench.metacal.estimators import unregister_estimator
 from conftest import DATA, run_module
 
 REF = DATA / "ngmix_metacal_moffat_100.npz"
@@ -132,4 +132,4 @@ def test_a_registered_estimator_is_used_and_its_failures_flagged(ref):
         assert not out["flags"][1:].any() and np.isfinite(out["R11"][1:]).all()
         assert 0.2 < np.median(out["R11"][1:]) < 1.5
     finally:
-        _ESTIMATORS.pop("toy-box", None)
+        unregister_estimator("toy-box")

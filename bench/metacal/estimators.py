@@ -30,35 +30,9 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from ..errors import BenchTypeError, unknown_name
+from ..registry import Registry
 from .admom import adaptive_moments
 from .moments import pixel_moments, shape_from_moments
-
-_ESTIMATORS: dict[str, type] = {}
-
-
-def register_estimator(name: str):
-    """Class decorator: register a :class:`ShearEstimator` subclass under *name*."""
-    def deco(cls):
-        if not (isinstance(cls, type) and issubclass(cls, ShearEstimator)):
-            raise BenchTypeError(f"estimator {name!r} must be a ShearEstimator subclass, got {cls!r}")
-        cls.name = name
-        _ESTIMATORS[name] = cls
-        return cls
-    return deco
-
-
-def list_estimators() -> list[str]:
-    """The registered estimators' names, sorted."""
-    return sorted(_ESTIMATORS)
-
-
-def get_estimator(name: str) -> "ShearEstimator":
-    """An instance of the estimator registered as *name* (an unknown name suggests the closest)."""
-    if name not in _ESTIMATORS:
-        raise unknown_name("shear estimator", name, list_estimators())
-    return _ESTIMATORS[name]()
-
 
 class ShearEstimator(ABC):
     """Measures e1, e2 and T of images; one method to implement.
@@ -97,6 +71,22 @@ class ShearEstimator(ABC):
         """
 
 
+_REGISTRY = Registry("shear estimator", ShearEstimator)
+#: class decorator registering a :class:`ShearEstimator` subclass under a name
+register_estimator = _REGISTRY.register
+unregister_estimator = _REGISTRY.unregister
+
+
+def list_estimators() -> list[str]:
+    """The registered estimators' names, sorted."""
+    return sorted(_REGISTRY.names())
+
+
+def get_estimator(name: str) -> "ShearEstimator":
+    """An instance of the estimator registered as *name* (an unknown name suggests the closest)."""
+    return _REGISTRY.get(name)()
+
+
 @register_estimator("gaussmom")
 class GaussMom(ShearEstimator):
     """Gaussian-weighted moments of fixed FWHM ``config.weight_fwhm`` (ngmix's ``GaussMom``)."""
@@ -124,4 +114,5 @@ class AdMom(ShearEstimator):
         return {k: r[k] for k in ("e1", "e2", "T", "flags")}
 
 
-__all__ = ["AdMom", "GaussMom", "ShearEstimator", "get_estimator", "list_estimators", "register_estimator"]
+__all__ = ["AdMom", "GaussMom", "ShearEstimator", "get_estimator", "list_estimators", "register_estimator",
+           "unregister_estimator"]
