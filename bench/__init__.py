@@ -24,7 +24,10 @@ _EXPORTS = {
     "metacal": "bench.metacal", "MetacalConfig": "bench.metacal", "KERNELS": "bench.metacal",
     "shear_bias": "bench.shear", "ShearBiasMetric": "bench.shear", "combine_bands": "bench.shear",
     "psnr": "bench.metrics", "ssim": "bench.metrics", "ImageQualityMetric": "bench.metrics",
+    "Metric": "bench.metrics", "Column": "bench.metrics", "register_metric": "bench.metrics",
+    "ShearEstimator": "bench.metacal", "register_estimator": "bench.metacal", "adaptive_moments": "bench.metacal",
     "run_method": "bench.pipeline", "PLACEMENTS": "bench.pipeline", "metacal_images": "bench.metacal.render",
+    "measure_dataset": "bench.pipeline",
     "BenchError": "bench.errors",
 }
 __all__ = sorted(_EXPORTS)
