@@ -25,12 +25,16 @@ FORMATS = {"time_per_5000_s": ".3g", "warmup_s": ".2g", "compile_s": ".2g", "spe
            "peak_memory_mib": ".0f", "psnr_db": ".2f", "ssim": ".3f", "n": "d", "quads_dropped": "d",
            "m": "+.4f", "m_err": ".4f", "c": "+.5f", "c_err": ".5f", "n_samples": "d", "n_bands": "d",
            "time_ratio": ".2f", "psnr_change_db": "+.2f", "abs_m_change_sigma": "+.1f",
-           "abs_c_change_sigma": "+.1f", "abs_c2_change_sigma": "+.1f"}
+           "abs_c_change_sigma": "+.1f", "abs_c2_change_sigma": "+.1f",
+           "m_change": "+.1e", "c1_change": "+.1e", "c2_change": "+.1e", "of_limit": ".2f"}
 
 HEADERS = {"time_per_5000_s": "time / 5000 (s)", "speedup_vs_galsim_loop": "speed-up vs GalSim loop",
            "warmup_s": "warm-up (s)", "compile_s": "compile (s)", "peak_memory_mib": "peak memory (MiB)",
            "psnr_db": "PSNR (dB)", "ssim": "SSIM", "n_samples": "samples", "n_bands": "bands",
-           "quads_dropped": "quads dropped", "m": "m", "c": "c"}
+           "quads_dropped": "quads dropped", "m": "m", "c": "c",
+           "m_change": "change of m (all SNR)", "c1_change": "change of c1", "c2_change": "change of c2",
+           "worst_bias_change": "largest change (any bin)", "of_limit": "largest / its limit",
+           "bias_rule": "shear-bias rule"}
 
 #: (title, which rows, columns) of the summary, in reading order
 GROUPS = (
