@@ -47,7 +47,7 @@ import time
 
 import numpy as np
 
-from ..arrays import device_of, namespace, to_numpy
+from ..arrays import device_of, engine_array, namespace, to_numpy
 from ..errors import BenchTypeError
 from .config import FLAG_BAD_MOMENTS, FLAG_PSF_VANISHES, TYPES, MetacalConfig
 from .kernels import target_sigma
@@ -140,7 +140,8 @@ def metacal(image, psf, *, pixel_scale: float, row=None, col=None, config: Metac
             **settings) -> dict[str, np.ndarray]:
     """Metacalibration of a batch of stamps.
 
-    The same code runs on NumPy, CuPy and torch arrays (through the array API); the
+    The same code runs on NumPy, CuPy and torch arrays (through the array API; JAX arrays are
+    handed to NumPy or torch through DLPack, :func:`bench.arrays.engine_array`); the
     arithmetic happens on the input's device and only the per-object results come back.
 
     Parameters
@@ -195,6 +196,8 @@ def metacal(image, psf, *, pixel_scale: float, row=None, col=None, config: Metac
         raise BenchTypeError(f"give either config or keyword settings, not both: {sorted(settings)}")
     elif not isinstance(config, MetacalConfig):
         raise BenchTypeError(f"config must be a MetacalConfig, got {type(config).__name__}")
+    image, psf, deconvolved, deconvolved_noise, noise = (engine_array(a) for a in
+                                                         (image, psf, deconvolved, deconvolved_noise, noise))
     if config.estimator != "gaussmom":
         return _metacal_on_pixels(image, psf, pixel_scale=pixel_scale, row=row, col=col, config=config,
                                   deconvolved=deconvolved, noise=noise, noise_sigma=noise_sigma,

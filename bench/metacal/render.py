@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..arrays import device_of, namespace, to_numpy
+from ..arrays import device_of, engine_array, namespace, to_numpy
 from ..fourier import lanczos_ft, pixel_ft
 from .config import FLAG_BAD_MOMENTS, FLAG_PSF_VANISHES, TYPES, MetacalConfig, shear_matrix, shears
 from .kernels import target_sigma
@@ -205,6 +205,8 @@ def metacal_images(image, psf, *, pixel_scale: float, config: MetacalConfig | No
         (bits 1, 2 and 4 as in the engine). Flagged objects hold zeros.
     """
     config = config or MetacalConfig()
+    image, psf, deconvolved, deconvolved_noise, noise = (engine_array(a) for a in
+                                                         (image, psf, deconvolved, deconvolved_noise, noise))
     image, psf = check_arrays(image, psf, pixel_scale, deconvolved=deconvolved)
     xp, dev = namespace(image, psf), device_of(image)
     shape = tuple(image.shape)
