@@ -77,11 +77,14 @@ def headline(run) -> list[str]:
             high = [b for b in bins if b.get("snr_lo", 0) >= 20]
             good = known and all(abs(b["m"]) <= 3 * b["m_err"] for b in bins) and all(
                 abs(b["m"]) <= M_GOAL_PLACEMENT for b in high)
-            (ok if good else miss).append(f"`{r['base_method']}`")
+            # a variant of a method's row (exact metacal measured with admom) is named by its variant
+            variant = r["method"].rsplit("[", 1)[1].rstrip("]") if r["method"].endswith("[admom]") else ""
+            name = r["base_method"] + (f" ({variant})" if variant else "")
+            (ok if good else miss).append(f"`{name}`")
             if good:
                 additive.extend(_additive_bias(r))
             if known:
-                loose.extend(f"`{r['base_method']}` (error {b['m_err']:.4f} at SNR {b.get('snr_lo', '?'):g}-"
+                loose.extend(f"`{name}` (error {b['m_err']:.4f} at SNR {b.get('snr_lo', '?'):g}-"
                              f"{b.get('snr_hi', '?'):g})" for b in high if b["m_err"] > M_GOAL_PLACEMENT)
         out.append(f"{placement}: m within 3 sigma of 0 in every SNR bin and |m| <= 0.01 at SNR >= 20 for "
                    f"{', '.join(ok) or 'no method'}; missed by {', '.join(miss) or 'none'}.")
