@@ -42,6 +42,10 @@ def _check_schema(data: dict, path) -> None:
     def number(v):
         return v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool))
 
+    # the columns a bin row may hold: the registry's and the file's own declarations, found once
+    declared = metric_columns_of(data)
+    bin_number_keys = tuple(dict.fromkeys(bin_numbers() + tuple(c.name for c in declared if c.kind == "number")))
+    bin_series_keys = tuple(dict.fromkeys(bin_series() + tuple(c.name for c in declared if c.kind == "series")))
     ours = 0
     for b in data["benchmarks"]:
         e = b.get("extra_info") if isinstance(b, dict) else None
@@ -56,12 +60,10 @@ def _check_schema(data: dict, path) -> None:
         if by is not None and not (isinstance(by, list) and all(isinstance(r, dict) for r in by)):
             raise BenchValueError(f"{where}: by_snr must be a list of objects, got {type(by).__name__}")
         for r in by or []:
-            declared = [c.name for c in metric_columns_of(data) if c.kind == "number"]
-            for k in dict.fromkeys(bin_numbers() + tuple(declared)):
+            for k in bin_number_keys:
                 if not number(r.get(k)):
                     raise BenchValueError(f"{where}: by_snr {k} must be a number or null, got {r.get(k)!r}")
-            for k in dict.fromkeys(bin_series() + tuple(c.name for c in metric_columns_of(data)
-                                                         if c.kind == "series")):
+            for k in bin_series_keys:
                 v = r.get(k)
                 if v is not None and not (isinstance(v, list) and all(number(x) for x in v)):
                     raise BenchValueError(f"{where}: by_snr {k} must be a list of numbers or null, "
