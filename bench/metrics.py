@@ -61,7 +61,7 @@ import numpy as np
 
 from .errors import BenchValueError
 from .registry import Registry
-from .shear import ShearBiasMetric, combine_bands
+from .shear import ShearBiasMetric
 
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5
@@ -333,16 +333,13 @@ class ShearBiasFromShapes(Metric):
         self._m = ShearBiasMetric(spec.shear)
 
     def update(self, values, *, snr_bin, quad_id, shear_sign, shapes):
-        self._m.update(combine_bands(shapes), quad_id=quad_id, shear_sign=shear_sign, snr_bin=snr_bin)
+        self._m.update(shapes, quad_id=quad_id, shear_sign=shear_sign, snr_bin=snr_bin)   # it combines the bands
 
     def compute(self):
-        def num(v):
-            return float(v) if np.isfinite(v) else None
-
-        out = {}
+        out = {}      # NaN (a bin of fewer than 2 usable quads) becomes null in bench.schema.snr_rows
         for label, b in self._m.compute(replicates=True).iterrows():
-            out[label] = {"m": num(b.m), "m_err": num(b.m_err), "c": num(b.c1), "c_err": num(b.c1_err),
-                          "c2": num(b.c2), "c2_err": num(b.c2_err), "n_quads": int(b.n_quads),
+            out[label] = {"m": b.m, "m_err": b.m_err, "c": b.c1, "c_err": b.c1_err,
+                          "c2": b.c2, "c2_err": b.c2_err, "n_quads": int(b.n_quads),
                           "n_quads_dropped": int(b.n_dropped),
                           "m_jackknife": list(b.m_jackknife), "c1_jackknife": list(b.c1_jackknife),
                           "c2_jackknife": list(b.c2_jackknife)}
